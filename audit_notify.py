@@ -79,9 +79,11 @@ IDLE_TICK = 0.5
 # (measured, MATRIX-TESTING.md).  body and formatted_body travel together.
 MAX_BODY_BYTES = 16000
 MAX_HTML_BYTES = 28000
-# One untrusted value never takes more than this many characters.
+# One untrusted value never takes more than this many characters: in the
+# headline (a lock screen shows ~2 lines), in a detail line, in a command.
+HEADLINE_VALUE_CHARS = 120
 MAX_VALUE_CHARS = 2000
-MAX_COMMAND_CHARS = 4000
+MAX_COMMAND_CHARS = 8000
 # A SIGTERM waits this long for the matrix-commander call in flight.
 SHUTDOWN_GRACE = 10.0
 # At EOF (someone piping ausearch by hand) queued notifications get this long.
@@ -113,21 +115,18 @@ class Config:
     credentials: str = "/etc/audit-notify/credentials.json"
     store: str = "/var/lib/audit-notify/store"
     room: str = ""
-    blacklist: str = "/etc/audit-notify/blacklist"
+    blacklist: str = ""
     allowlist: str = ""
     log_file: str = ""
     log_level: str = "info"
     hostname: str = ""
     send_timeout: float = 60.0
     eoe_timeout: int = 2
-    home: str = "/var/lib/audit-notify"
-    # Names of the keys the file set explicitly: a missing file that the
-    # admin named is an error, a missing default is simply "not configured".
-    explicit: frozenset = frozenset()
+    state_dir: str = "/var/lib/audit-notify"
     source: str = "(built-in defaults)"
 
 
-_PATH_KEYS = ("matrix_commander", "credentials", "store", "blacklist", "allowlist", "log_file", "home")
+_PATH_KEYS = ("matrix_commander", "credentials", "store", "blacklist", "allowlist", "log_file", "state_dir")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -163,7 +162,7 @@ def parse_config(text: str, path: str) -> Config:
     Relative paths are taken relative to the config file's directory, so a
     config next to its blacklist works from anywhere.
     """
-    known = {f.name for f in Config.__dataclass_fields__.values()} - {"explicit", "source"}
+    known = set(Config.__dataclass_fields__) - {"source"}
     values = {}
     base = os.path.dirname(os.path.abspath(path))
     for number, raw in enumerate(text.splitlines(), 1):
@@ -185,7 +184,7 @@ def parse_config(text: str, path: str) -> Config:
             values[key] = _CONVERTERS.get(key, str)(value)
         except ValueError as exc:
             raise Error("%s: bad value for %s: %r (%s)" % (where, key, value, exc)) from None
-    return Config(explicit=frozenset(values), source=path, **values)
+    return Config(source=path, **values)
 
 
 def legacy_config(root: str = "/") -> Optional[Config]:
@@ -193,12 +192,10 @@ def legacy_config(root: str = "/") -> Optional[Config]:
     legacy = os.path.join(root, LEGACY_DIR.lstrip("/"))
     if not os.path.isfile(os.path.join(legacy, "credentials.json")):
         return None
-    values = dict(
-        credentials=os.path.join(legacy, "credentials.json"),
-        store=os.path.join(legacy, "store"),
-        blacklist=os.path.join(legacy, "blacklist"),
-        home=legacy,
-    )
+    values = dict(credentials=os.path.join(legacy, "credentials.json"), store=os.path.join(legacy, "store"),
+                  state_dir=legacy)
+    if os.path.isfile(os.path.join(legacy, "blacklist")):
+        values["blacklist"] = os.path.join(legacy, "blacklist")
     old_mc = os.path.join(root, LEGACY_MATRIX_COMMANDER.lstrip("/"))
     if os.path.isfile(old_mc):
         values["matrix_commander"] = old_mc
@@ -531,7 +528,7 @@ def _same_event(a: Event, b: Event) -> bool:
 
 _FIELD_NAME = r"[A-Za-z_][\w-]*(?:\[\d+\])?"
 _CONDITION = re.compile(
-    r'(?P<name>%s)(?P<op>!=~|=~|!=|!~|=|~)(?P<value>"(?:[^"\\]|\\.)*"|\S+)' % _FIELD_NAME)
+    r'(?P<name>%s)(?P<op>!=~|=~|!=|!~|=|~)(?P<value>"(?:[^"\\]|\\.)*"|[^"\s]\S*)' % _FIELD_NAME)
 
 
 @dataclass(frozen=True)
@@ -599,7 +596,7 @@ def parse_rule(line: str, where: str) -> Rule:
         if not found or (found.end() < len(line) and not line[found.end()].isspace()):
             raise Error("%s: expected field=value, field~glob or field=~regex (optionally with !) at %r"
                         % (where, line[position:]))
-        name, op, value = found.group("name", "op"), _unquote(found.group("value"))
+        (name, op), value = found.group("name", "op"), _unquote(found.group("value"))
         pattern = None
         if op.endswith("=~"):
             try:
@@ -620,18 +617,13 @@ def parse_rules(text: str, path: str) -> List[Rule]:
     return rules
 
 
-def load_rules(path: str, required: bool) -> List[Rule]:
-    """Read a rule file.  A missing file is an error only if the admin named
-    it; the default blacklist path may simply not exist."""
+def load_rules(path: str) -> List[Rule]:
+    """Read a rule file; no path means no rules."""
     if not path:
         return []
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-    except FileNotFoundError:
-        if required:
-            raise Error("rule file %s does not exist" % path) from None
-        return []
     except (OSError, UnicodeDecodeError) as exc:
         raise Error("cannot read rule file %s: %s" % (path, exc)) from None
     return parse_rules(text, path)
@@ -652,9 +644,7 @@ class RuleSet:
 
 
 def load_ruleset(config: Config) -> RuleSet:
-    deny = load_rules(config.blacklist, "blacklist" in config.explicit)
-    allow = load_rules(config.allowlist, True)
-    return RuleSet(tuple(deny), tuple(allow))
+    return RuleSet(tuple(load_rules(config.blacklist)), tuple(load_rules(config.allowlist)))
 
 
 # ---------------------------------------------------------------------------
@@ -699,27 +689,28 @@ def clean(text: str, limit: int = MAX_VALUE_CHARS) -> str:
 @dataclass(frozen=True)
 class Line:
     """A line of a notification: our own words with untrusted values in
-    between.  ``parts`` alternate: even indexes are ours, odd are values."""
+    between.  ``parts`` alternate: even indexes are ours, odd are values,
+    each cut to ``limit`` characters."""
 
     parts: Tuple[str, ...]
+    limit: int = MAX_VALUE_CHARS
 
     def text(self) -> str:
-        return "".join(p if i % 2 == 0 else clean(p, _limit(p, i, self)) for i, p in enumerate(self.parts))
+        return "".join(p if i % 2 == 0 else clean(p, self.limit) for i, p in enumerate(self.parts))
 
     def html(self) -> str:
         # Untrusted values are escaped and put in <code>: no tag, link,
         # Markdown or linkified URL of an attacker's can come alive.
         return "".join(
-            html.escape(p) if i % 2 == 0 else "<code>%s</code>" % html.escape(clean(p, _limit(p, i, self)))
+            html.escape(p) if i % 2 == 0 else "<code>%s</code>" % html.escape(clean(p, self.limit))
             for i, p in enumerate(self.parts))
 
-
-def _limit(_value, _index, _line) -> int:
-    return MAX_COMMAND_CHARS if _line.parts[0].startswith(("command", "$ ")) else MAX_VALUE_CHARS
+    def __add__(self, parts: Tuple[str, ...]) -> "Line":
+        return replace(self, parts=self.parts + parts)
 
 
 def L(*parts: str) -> Line:  # noqa: N802 - reads like a template
-    return Line(tuple(parts))
+    return Line(tuple(parts), HEADLINE_VALUE_CHARS)
 
 
 @dataclass(frozen=True)
@@ -865,21 +856,29 @@ def _headline_account(event: Event, failed: bool) -> Line:
     return L(*line + [" by ", _who(event)])
 
 
+def _mac_verdict(event: Event) -> str:
+    verdict = (event.get("apparmor") or event.get("seresult")).lower()
+    return verdict if verdict in ("denied", "granted", "allowed", "audit", "status") else "event"
+
+
 def _headline_mac(event: Event, failed: bool) -> Line:
+    verdict = _mac_verdict(event)
+    program = event.get("comm") or event.get("exe") or "?"
     if event.get("apparmor"):
-        verdict = event.get("apparmor").lower()
-        return L("AppArmor %s " % verdict, event.get("operation") or "?", " on ",
-                 event.get("name") or "?", " to ", event.get("comm") or "?",
-                 " (profile ", event.get("profile") or "?", ")")
-    verdict = event.get("seresult") or ("denied" if "denied" in event.get("avc", "denied") else "granted")
+        return L("AppArmor %s " % verdict, program, ": ", event.get("operation") or "?", " on ",
+                 event.get("name") or "?", " (profile ", event.get("profile") or "?", ")")
     perms = (event.get("seperms") or event.get("perm") or "").strip("{} ") or "?"
     target = event.get("name") or event.get("path") or event.get("tclass") or "?"
-    tcontext = event.get("tcontext", "").split(":")
-    scontext = event.get("scontext", "").split(":")
-    line = ["SELinux %s " % verdict, perms, " on ", target, " to ", event.get("comm") or event.get("exe") or "?"]
+    line = ["SELinux %s " % verdict, program, ": ", perms, " on ", target]
+    scontext, tcontext = event.get("scontext").split(":"), event.get("tcontext").split(":")
     if len(scontext) > 2 and len(tcontext) > 2:
-        line += [" (", "%s → %s %s" % (scontext[2], tcontext[2], event.get("tclass") or ""), ")"]
+        line += [" (", "%s → %s %s" % (scontext[2], tcontext[2], event.get("tclass")), ")"]
     return L(*line)
+
+
+def _headline_login_id(event: Event, failed: bool) -> Line:
+    return L("Login id set%s: " % (" FAILED" if failed else ""), event.get("auid") or "?",
+             " (session ", event.get("ses") or "?", ") by ", event.get("comm") or event.get("exe") or "?")
 
 
 def _headline_audit(event: Event, failed: bool) -> Line:
@@ -953,11 +952,14 @@ def _verb(event: Event) -> str:
 
 
 def _headline_generic(event: Event, failed: bool) -> Line:
-    subject = event.get("primary_subject") or _who(event)
+    action = event.get("action")
+    line = ["%s event%s" % (event.get("type"), " (FAILED)" if failed else "")]
+    if action not in ("", "n/a"):
+        line += [": ", action.replace("-", " ")]
     obj = event.get("primary_object")
-    line = ["%s: " % event.get("type"), subject, " %s" % (event.get("action") or "did something")]
     if obj:
         line += [" ", obj]
+    line += [" by ", _who(event)]
     if event.get("how") not in ("", "n/a"):
         line += [" via ", event.get("how")]
     return L(*line)
@@ -969,12 +971,15 @@ def headline(event: Event) -> Tuple[Line, Optional[bool]]:
     failed = _failed(event)
     if rtype == "USER_CMD":
         make = _headline_sudo
+    elif rtype == "LOGIN":
+        make = _headline_login_id
     elif rtype in _LOGIN_TYPES:
         make = _headline_login
     elif rtype in _ACCOUNT_TYPES:
         make = _headline_account
     elif rtype in ("AVC", "USER_AVC", "SELINUX_ERR", "USER_SELINUX_ERR") or event.get("apparmor"):
         make = _headline_mac
+        failed = _mac_verdict(event) == "denied" or rtype.endswith("SELINUX_ERR")
     elif rtype in _AUDIT_TYPES:
         make = _headline_audit
     elif rtype.startswith("ANOM_"):
@@ -1006,10 +1011,11 @@ def details(event: Event) -> List[Line]:
                 if name == "proctitle" and value == event.get("argv"):
                     continue
                 seen.add((name, value))
-                lines.append(L("%s: " % label, value))
+                limit = MAX_COMMAND_CHARS if name in ("argv", "cmd", "proctitle") else MAX_VALUE_CHARS
+                lines.append(Line(("%s: " % label, value), limit))
                 break
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(event.timestamp))
-    lines.append(L("event: ", "%s #%s at %s" % (event.get("records"), event.get("serial"), stamp)))
+    lines.append(Line(("event: ", "%s #%s at %s" % (event.get("records"), event.get("serial"), stamp))))
     return lines
 
 
@@ -1017,7 +1023,7 @@ def format_event(event: Event) -> Notification:
     """One notification for one event: headline, then details."""
     head, failed = headline(event)
     host = event.get("node")
-    head = Line(head.parts + (" on ", host)) if host else head
+    head = head + (" on ", host) if host else head
     marker = "❌ " if failed else "✅ " if failed is not None else "ℹ️ "
     lines = details(event)
     body = _fit([marker + head.text()] + [ln.text() for ln in lines], MAX_BODY_BYTES, "\n")
@@ -1129,7 +1135,7 @@ class Courier:
 
     def _start(self, notification: Notification):
         event = json.dumps({"type": "m.room.message", "content": notification.content()})
-        env = dict(os.environ, HOME=self.config.home, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, HOME=self.config.state_dir, PYTHONUNBUFFERED="1")
         try:
             process = self._spawn(
                 matrix_commander_argv(self.config) + ["--event", "-"],

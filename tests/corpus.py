@@ -1,0 +1,56 @@
+"""Real audit records for the tests: ../shared/corpora and tests/data.
+
+The corpora are used as they are (see ../shared/corpora/SOURCES.md); helpers
+here only read them and run them through the plugin's own pipeline.
+"""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import audit_notify  # noqa: E402
+
+CORPORA = os.environ.get("AUDIT_NOTIFY_CORPORA", os.path.join(ROOT, "..", "shared", "corpora"))
+DATA = os.path.join(HERE, "data")
+auparse = audit_notify.import_auparse()
+
+
+def corpus(*parts):
+    """Path of a corpus file; the test is skipped, not passed, if absent."""
+    import pytest
+
+    path = os.path.join(CORPORA, *parts)
+    if not os.path.exists(path):
+        pytest.skip("corpus file %s is not here" % path)
+    return path
+
+
+def all_corpus_files():
+    found = []
+    for top, _dirs, files in os.walk(CORPORA):
+        for name in files:
+            if name.endswith((".txt", ".log")) or name in ("selinux-ssh",):
+                found.append(os.path.join(top, name))
+    return sorted(found)
+
+
+def read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def events_of(data, chunk=4096, node="testhost"):
+    """Feed bytes to an EventReader in chunks of ``chunk`` bytes."""
+    events = []
+    reader = audit_notify.EventReader(auparse, events.append, audit_notify.Counters(), node)
+    for start in range(0, len(data), chunk):
+        reader.feed(data[start:start + chunk])
+    reader.flush()
+    return events
+
+
+def notifications_of(data, rules=audit_notify.RuleSet()):
+    return [audit_notify.format_event(e) for e in events_of(data) if rules.wanted(e)]

@@ -1,0 +1,162 @@
+"""Events: records of one serial become one event, whatever the chunking."""
+
+import re
+
+import pytest
+
+from corpus import all_corpus_files, audit_notify, corpus, events_of, read
+
+
+def _serials(data):
+    return {m.group(1, 2) for m in re.finditer(rb"msg=audit\((\d+\.\d+):(\d+)\)", data)}
+
+
+def _shape(events):
+    return [(e.fields, e.records, e.timestamp) for e in events]
+
+
+@pytest.mark.parametrize("path", all_corpus_files()[:200:3])
+def test_chunking_never_changes_the_events(path):
+    data = read(path)[:20000]
+    whole = _shape(events_of(data, 4096))
+    assert whole == _shape(events_of(data, 1))
+    assert whole == _shape(events_of(data, 3))
+
+
+def test_records_of_one_serial_are_one_event():
+    events = events_of(read(corpus("laurel", "src", "testdata", "record-execve.txt")))
+    assert len(events) == 1
+    assert events[0].types() == ["SYSCALL", "EXECVE", "CWD", "PATH", "PATH", "PROCTITLE"]
+
+
+def test_node_prefix_becomes_the_node_field():
+    events = events_of(read(corpus("laurel", "src", "testdata", "record-execve.txt")))
+    assert events[0].get("node") == "work"
+    local = events_of(read(corpus("laurel", "src", "testdata", "record-login.txt")), node="web1")
+    assert local[0].get("node") == "web1"
+
+
+def test_login_and_its_syscall_are_one_event():
+    # auparse ends a LOGIN record's event before its SYSCALL arrives.
+    events = events_of(read(corpus("laurel", "src", "testdata", "record-login.txt")))
+    assert [e.types() for e in events] == [["LOGIN", "SYSCALL"]]
+
+
+# Files with the records of one serial far apart, other events in between:
+# auparse has already emitted the first part when the rest arrives.
+# audit-rhel7.log: 2 of 46 serials; httpd.log: 1 of 6,470 (AVC and its
+# SYSCALL 10 lines apart).
+SCATTERED = ("audit-rhel7.log", "httpd.log")
+
+
+def test_every_corpus_file_gives_at_most_one_event_per_serial():
+    checked = 0
+    for path in all_corpus_files():
+        if path.endswith(SCATTERED):
+            continue
+        data = read(path)
+        events = events_of(data)
+        assert len(events) <= max(1, len(_serials(data))), path
+        checked += 1
+    assert checked > 100
+
+
+def test_interleaved_records_are_grouped_by_serial():
+    path = corpus("laurel", "src", "testdata", "shell-proc-trace-reordered.txt")
+    data = read(path)
+    events = events_of(data)
+    assert len(events) == len(_serials(data)) == 9
+    execs = [e for e in events if "EXECVE" in e.types()]
+    assert all("SYSCALL" in e.types() for e in execs)
+
+
+def test_events_without_eoe_are_still_emitted():
+    # test.log has no EOE records at all: every event must come out at the end.
+    data = read(corpus("audit-userspace", "auparse", "test", "test.log"))
+    assert b"type=EOE" not in data
+    assert len(events_of(data)) == 7
+
+
+def test_original_fields_are_present_with_the_original_meaning():
+    event = events_of(read(corpus("laurel", "src", "testdata", "record-execve.txt")))[0]
+    assert event.get("type") == "SYSCALL"
+    assert event.get("kind") == "audit-rule"
+    assert event.get("action") == "executed"
+    assert event.get("how") == "/usr/bin/whoami"
+    assert event.get("primary_subject") == "user = auid"
+    assert event.get("secondary_subject") == "root = uid"
+    assert event.get("primary_object") == "name = /usr/bin/whoami"
+    assert event.get("session") == "1"
+    assert event.get("object_kind") == "file"
+    assert event.get("serial") == "15558"
+    assert "serial=15558" in event.get("time")
+
+
+def test_unset_primary_subject_reads_system_as_in_the_original():
+    data = read(corpus("fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh"))
+    errs = [e for e in events_of(data) if e.get("type") == "USER_ERR"]
+    assert errs and errs[0].get("primary_subject") == "system = auid"
+
+
+def test_raw_fields_are_interpreted():
+    event = events_of(read(corpus("laurel", "src", "testdata", "record-perl-reverse-shell.txt")))[0]
+    assert event.get("syscall") == "execve"
+    assert event.get("exe") == "/usr/bin/perl"
+    assert event.get("uid") == "root"  # enriched UID="root"
+    assert event.get("proctitle").startswith("perl -e use Socket;")  # hex decoded
+    assert event.get("argv").startswith("perl -e 'use Socket;$i=")
+
+
+def test_split_execve_arguments_are_joined():
+    event = events_of(read(corpus("laurel", "src", "testdata", "record-execve-long.txt")))[0]
+    argv = event.get("argv")
+    assert argv.startswith("/bin/echo baaaa")
+    # a1_len counts hex digits: 16384 of them are 8192 bytes, in 3 records.
+    assert len(argv.split(" ", 1)[1]) == 8192
+    assert argv.endswith("g")
+
+
+def test_hex_encoded_username_is_decoded():
+    data = read(corpus("fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh"))
+    accounts = {e.get("acct") for e in events_of(data)}
+    assert "(unknown user)" in accounts
+
+
+def test_key_is_set_only_when_a_rule_key_exists():
+    events = events_of(read(corpus("laurel", "src", "testdata", "record-syscall-key.txt")))
+    assert [e.get("key") for e in events] == ["filter-this", "filter-this", "this-too"]
+    plain = events_of(read(corpus("laurel", "src", "testdata", "record-execve.txt")))[0]
+    assert "key" not in plain.fields
+
+
+def test_invalid_utf8_and_controls_do_not_break_reading():
+    line = (b"type=USER_LOGIN msg=audit(1700000000.100:77): pid=6 uid=0 auid=4294967295 ses=4294967295 "
+            b"msg='op=login acct=\"\xff\xfeab\" exe=\"/usr/sbin/sshd\" hostname=? addr=203.0.113.7 "
+            b"terminal=ssh res=failed'\n")
+    hexed = line.replace(b'acct="\xff\xfeab"', b"acct=610A62E280AE63").replace(b":77)", b":78)")
+    events = events_of(line + hexed)
+    assert [e.get("acct") for e in events] == ["\\xff\\xfeab", "a\nb\u202ec"]
+
+
+def test_garbage_between_records_is_skipped(caplog):
+    good = read(corpus("laurel", "src", "testdata", "record-login.txt"))
+    data = bytes(range(256)) * 20 + b"\n\x00\x00\nnot a record\n" + good
+    counters = audit_notify.Counters()
+    events = []
+    reader = audit_notify.EventReader(audit_notify.import_auparse(), events.append, counters, "h")
+    reader.feed(data)
+    reader.flush()
+    assert [e.types() for e in events] == [["LOGIN", "SYSCALL"]]
+    assert counters.events == 1 and counters.records == 2
+
+
+def test_age_emits_an_event_whose_eoe_never_came():
+    events = []
+    reader = audit_notify.EventReader(audit_notify.import_auparse(), events.append, audit_notify.Counters(), "h")
+    reader.feed(b"type=SYSCALL msg=audit(1000.000:5): arch=c000003e syscall=59 success=yes exit=0 items=0 "
+                b"ppid=1 pid=2 auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=1 "
+                b"comm=\"id\" exe=\"/usr/bin/id\" key=\"k\"\n")
+    assert events == [] and reader.pending()
+    reader.age()
+    assert [e.get("key") for e in events] == ["k"]
+    assert not reader.pending()

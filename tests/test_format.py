@@ -1,0 +1,149 @@
+"""Format: one readable notification per event, and hostile text made harmless."""
+
+import html
+import re
+
+import pytest
+
+from corpus import audit_notify, corpus, events_of, read
+
+format_event = audit_notify.format_event
+
+
+def _first(parts, predicate=lambda e: True):
+    events = [e for e in events_of(read(corpus(*parts)), node="web1") if predicate(e)]
+    assert events, parts
+    return format_event(events[0])
+
+
+def _headline(notification):
+    return notification.body.split("\n", 1)[0]
+
+
+def test_failed_ssh_login_reads_clearly():
+    n = _first(("fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh"),
+               lambda e: e.get("type") == "USER_LOGIN" and e.get("acct") == "root")
+    assert _headline(n) == "❌ Failed SSH login for root from 173.242.116.187 on web1"
+    assert "<b>Failed SSH login for <code>root</code> from <code>173.242.116.187</code> on <code>web1</code></b>" in n.html
+
+
+def test_successful_ssh_login_reads_clearly():
+    n = _first(("linux-audit-parser-rs", "src", "testdata", "line-user-login.txt"))
+    assert _headline(n) == "✅ SSH login for ec2-user from 10.10.10.10 (other-host.invalid) on web1"
+
+
+def test_sudo_command_is_decoded():
+    n = _first(("go-libaudit", "auparse", "testdata", "audit-rhel7.log"), lambda e: e.get("type") == "USER_CMD")
+    assert re.match(r"✅ sudo: \S+ ran ./metricbeat -c mb.dev.yml as \S+ on web1$", _headline(n)), _headline(n)
+    assert "directory: /home/andrew_kroh" in n.body
+
+
+def test_watched_file_change_names_path_and_rule_key():
+    n = _first(("laurel", "src", "testdata", "record-nscd.txt"))
+    assert "Watched file" in _headline(n)
+    assert "/var/run/nscd/socket" in _headline(n)
+
+
+def test_executed_command_shows_the_command_line():
+    n = _first(("laurel", "src", "testdata", "record-perl-reverse-shell.txt"))
+    assert _headline(n).startswith("✅ Command: perl -e 'use Socket;")
+    assert "by user as root" in _headline(n)
+    assert "command: perl -e 'use Socket;$i=\"10.0.0.1\"" in n.body
+
+
+def test_user_and_group_management():
+    assert _headline(_first(("linux-audit-parser-rs", "src", "testdata", "line-del-group.txt"))) == \
+        "✅ Group deleted: nfsnobody (delete-group) by root on web1"
+    assert _headline(_first(("linux-audit-parser-rs", "src", "testdata", "line-add-group.txt"))).startswith(
+        "✅ Group added: gitlab-runner")
+    assert "User added" in _headline(_first(("linux-audit-parser-rs", "src", "testdata", "line-add-user.txt")))
+
+
+def test_selinux_and_apparmor_denials():
+    avc = _first(("linux-audit-parser-rs", "src", "testdata", "line-avc-denied.txt"))
+    assert _headline(avc).startswith("❌ SELinux denied ")
+    apparmor = _first(("go-libaudit", "auparse", "testdata", "audit-ubuntu16.log"), lambda e: e.get("apparmor"))
+    assert _headline(apparmor) == "❌ AppArmor denied metricbeat: ptrace on ? (profile docker-default) on web1"
+
+
+def test_audit_configuration_change():
+    n = _first(("selinux", "python", "sepolgen", "tests", "test_data", "audit.log"),
+               lambda e: e.get("type") == "CONFIG_CHANGE")
+    assert "Audit rules changed by system on web1" in _headline(n)
+    assert _headline(_first(("linux-audit-parser-rs", "src", "testdata", "line-daemon-start.txt"))).startswith(
+        "✅ auditd started")
+
+
+def test_every_corpus_event_formats_within_limits():
+    from corpus import all_corpus_files
+    count = 0
+    for path in all_corpus_files():
+        for event in events_of(read(path)):
+            n = format_event(event)
+            assert n.body and n.html
+            assert len(n.body.encode()) <= audit_notify.MAX_BODY_BYTES
+            assert len(n.html.encode()) <= audit_notify.MAX_HTML_BYTES
+            assert "\n" not in n.body.split("\n")[0]
+            count += 1
+    assert count > 9000
+
+
+# --- hostile text -----------------------------------------------------------
+
+def _login_as(name_bytes):
+    """A failed SSH login whose username is exactly these bytes (hex-encoded
+    in the record, as sshd/PAM log a name with unusual characters)."""
+    record = (b"type=USER_LOGIN msg=audit(1700000000.100:42): pid=6 uid=0 auid=4294967295 ses=4294967295 "
+              b"msg='op=login acct=" + name_bytes.hex().upper().encode() +
+              b" exe=\"/usr/sbin/sshd\" hostname=? addr=203.0.113.7 terminal=ssh res=failed'\n")
+    [event] = events_of(record, node="web1")
+    return format_event(event)
+
+
+VECTORS = [
+    "<img src=x onerror=alert(1)>", '<a href="https://evil.example">click</a>', "[click](https://evil.example)",
+    "**bold** _em_ `code`", "@room", "@admin:localhost", "ab\u202ecd", "zero\u200bwidth\u2060joiner",
+    "--room=#other:localhost", "-x", "--help", "-", "_", "line1\nline2\r\x1b[31m", "\u2028sep",
+]
+
+
+@pytest.mark.parametrize("name", VECTORS)
+def test_hostile_username_is_inert_and_visible(name):
+    n = _login_as(name.encode())
+    # No markup of the attacker's survives in the HTML: every < is ours.
+    tags = re.findall(r"<(/?\w+)", n.html)
+    assert set(tags) <= {"b", "/b", "code", "/code", "br"}, n.html
+    # Nothing invisible or line-breaking from the attacker reaches the headline.
+    headline = n.body.split("\n", 1)[0]
+    assert not any(ch in headline for ch in "\u202e\u200b\u2060\u2028\r\x1b")
+    assert "@" not in n.body and "@" not in n.html
+    # The name is still shown, escaped but recognisable.
+    visible = audit_notify.clean(name)
+    assert visible in headline
+    assert html.escape(visible) in n.html
+    assert n.content()["m.mentions"] == {}
+
+
+def test_invalid_utf8_username_is_shown_escaped():
+    n = _login_as(b"r\xffoot\xc3")
+    assert "Failed SSH login for r\\xffoot\\xc3 from" in n.body
+
+
+def test_very_long_values_are_cut_with_a_note():
+    n = _login_as(b"a" * 100000)
+    headline = n.body.split("\n", 1)[0]
+    assert len(headline) < 300
+    assert "more characters" in headline
+    assert len(n.body.encode()) <= audit_notify.MAX_BODY_BYTES
+
+
+def test_content_fits_the_homeserver_limit_even_for_huge_commands():
+    import json
+    events = events_of(read(corpus("laurel", "src", "testdata", "record-execve-long.txt")))
+    content = format_event(events[0]).content()
+    assert len(json.dumps(content).encode()) < 48000
+
+
+def test_clean_escapes_each_kind_of_invisible_character():
+    assert audit_notify.clean("a\tb\nc\x00d\x7f\u200e\u202e\ufeff") == "a\\tb\\nc\\x00d\\x7f\\u200e\\u202e\\ufeff"
+    assert audit_notify.clean("ünïcödé ✓ 名前") == "ünïcödé ✓ 名前"
