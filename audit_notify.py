@@ -84,6 +84,8 @@ MAX_HTML_BYTES = 28000
 HEADLINE_VALUE_CHARS = 120
 MAX_VALUE_CHARS = 2000
 MAX_COMMAND_CHARS = 8000
+# How often to look for the exit of a child that closed its output.
+REAP_INTERVAL = 0.02
 # A SIGTERM waits this long for the matrix-commander call in flight.
 SHUTDOWN_GRACE = 10.0
 # At EOF (someone piping ausearch by hand) queued notifications get this long.
@@ -316,11 +318,18 @@ def _interpret(au) -> str:
         return _text(au.get_field_str)
 
 
+def _type_name(au) -> str:
+    try:
+        return _text(au.get_type_name)
+    except LookupError:  # a type number this libauparse has no name for
+        return "UNKNOWN[%d]" % au.get_type()
+
+
 def _read_records(au) -> List[Tuple[str, Dict[str, str]]]:
     records = []
     au.first_record()
     while True:
-        rtype = _text(au.get_type_name)
+        rtype = _type_name(au)
         fields: Dict[str, str] = {}
         if rtype != "EOE" and au.first_field():
             while True:
@@ -405,11 +414,17 @@ def _shell_word(word: str) -> str:
     return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
+class Malformed(Exception):
+    """auparse handed over something that is not an audit event."""
+
+
 def event_from_parser(au, auparse, default_node: str) -> Event:
     """Build an Event from the parser's current event (inside its callback)."""
     stamp = au.get_timestamp()
+    if stamp is None:
+        raise Malformed("a record without type= and msg=audit(...)")
     records = _read_records(au)
-    fields = {"type": records[0][0] if records else _text(au.get_type_name), "time": _text(str, stamp)}
+    fields = {"type": records[0][0] if records else _type_name(au), "time": _text(str, stamp)}
     fields.update(_normalized(au, auparse))
     if "result" not in fields:
         res = next((f["res"] for _, f in records if "res" in f), None)
@@ -431,7 +446,8 @@ def event_from_parser(au, auparse, default_node: str) -> Event:
 
 @dataclass
 class Counters:
-    """What the plugin did; logged periodically and at exit."""
+    """What the plugin did; logged periodically and at exit.  ``problems``
+    counts each kind of bad input, which is logged once, not once per hit."""
 
     records: int = 0
     events: int = 0
@@ -439,9 +455,18 @@ class Counters:
     sent: int = 0
     failed: int = 0
     errors: int = 0
+    problems: Dict[str, int] = field(default_factory=dict)
+
+    def problem(self, kind: str, exc_info: bool = False):
+        self.errors += 1
+        seen = self.problems.get(kind, 0)
+        self.problems[kind] = seen + 1
+        if not seen:
+            log.error("%s (logged once; counted at exit)", kind, exc_info=exc_info)
 
     def line(self) -> str:
-        return " ".join("%s=%d" % (k, v) for k, v in self.__dict__.items())
+        text = " ".join("%s=%d" % (k, v) for k, v in self.__dict__.items() if isinstance(v, int))
+        return text + "".join("; %s: %d" % item for item in sorted(self.problems.items()))
 
 
 class EventReader:
@@ -450,9 +475,15 @@ class EventReader:
     auparse groups records by serial and node, ends an event on its EOE,
     and on ``age()`` (called on idle ticks) or ``flush()`` (at the end)
     also emits events whose EOE never came.  Any chunking of the input gives
-    the same events.  auparse ends a LOGIN record's event before the SYSCALL
-    record of the same serial arrives, so one event is held back until the
-    next one shows it is complete.
+    the same events.
+
+    auparse sometimes emits one serial as two events: it ends a LOGIN
+    record's event at once although the kernel follows it with a SYSCALL
+    record, and records that arrive out of order (a PROCTITLE before its
+    SYSCALL) start a second event.  So the newest event is held until a
+    different one arrives or the loop goes idle, and pieces with the same
+    (node, serial, time) are joined; a lone LOGIN waits for its SYSCALL
+    until the next idle tick.
     """
 
     def __init__(self, auparse, sink: Callable[[Event], None], counters: Counters,
@@ -461,7 +492,7 @@ class EventReader:
         self._sink = sink
         self._counters = counters
         self._node = default_node
-        self._held: Optional[Event] = None
+        self._held: Dict[Tuple[str, str, float], Event] = {}
         self._parser = auparse.AuParser(auparse.AUSOURCE_FEED)
         self._parser.set_escape_mode(auparse.AUPARSE_ESC_RAW)
         self._parser.set_eoe_timeout(eoe_timeout)
@@ -477,49 +508,47 @@ class EventReader:
             event = event_from_parser(au, self._auparse, self._node)
             self._counters.records += len(event.records)
             self._hold(event)
+        except Malformed as exc:
+            self._counters.problem("malformed input skipped: %s" % exc)
         except Exception:  # noqa: BLE001 - a bad event must not stop the stream
-            self._counters.errors += 1
-            log.exception("could not read an audit event; skipped it")
+            self._counters.problem("could not read an audit event", exc_info=True)
 
     def _hold(self, event: Event):
-        held = self._held
-        if held is not None:
-            if _same_event(held, event):
-                held.records.extend(event.records)
-                for name, value in event.fields.items():
-                    held.fields.setdefault(name, value)
-                held.fields["records"] = " ".join(held.types())
-                if "argv" not in held.fields and event.fields.get("argv"):
-                    held.fields["argv"] = event.fields["argv"]
-                return
-            self._emit()
-        self._held = event
+        key = (event.fields["node"], event.fields["serial"], event.timestamp)
+        first = self._held.get(key)
+        if first is not None:
+            first.records.extend(event.records)
+            for name, value in event.fields.items():
+                first.fields.setdefault(name, value)
+            first.fields["records"] = " ".join(first.types())
+            return
+        for other in [k for k, e in self._held.items() if e.types() != ["LOGIN"]]:
+            self._emit(self._held.pop(other))
+        self._held[key] = event
 
-    def _emit(self):
-        event, self._held = self._held, None
-        if event is not None:
-            self._counters.events += 1
-            self._sink(event)
+    def _emit(self, event: Event):
+        self._counters.events += 1
+        self._sink(event)
+
+    def _emit_held(self):
+        held, self._held = self._held, {}
+        for event in held.values():
+            self._emit(event)
 
     def feed(self, data: bytes):
         self._parser.feed(data)
 
     def pending(self) -> bool:
-        return self._held is not None or bool(self._parser.feed_has_data())
+        return bool(self._held) or bool(self._parser.feed_has_data())
 
     def age(self):
-        """Idle tick: emit what auparse held back, and the held event."""
+        """Idle tick: emit what auparse held back, and held LOGIN events."""
         self._parser.feed_age_events()
-        self._emit()
+        self._emit_held()
 
     def flush(self):
         self._parser.flush_feed()
-        self._emit()
-
-
-def _same_event(a: Event, b: Event) -> bool:
-    return (a.fields.get("serial"), a.fields.get("node"), a.timestamp) == (
-        b.fields.get("serial"), b.fields.get("node"), b.timestamp)
+        self._emit_held()
 
 
 # ---------------------------------------------------------------------------
@@ -1117,7 +1146,14 @@ class Courier:
         return sorted(self._call.open) if self._call else []
 
     def deadline(self) -> Optional[float]:
-        return self._call.deadline if self._call else None
+        """When the loop must call step() even if no fd is readable: the
+        call's timeout, or soon if the child closed its output and is about
+        to exit (it cannot be waited for without blocking the loop)."""
+        if self._call is None:
+            return None
+        if not self._call.open:
+            return min(self._call.deadline, self._clock() + REAP_INTERVAL)
+        return self._call.deadline
 
     def step(self, readable: Iterable[int] = ()):
         """Read the child's output, reap or kill it, start the next call."""
@@ -1272,8 +1308,7 @@ class Plugin:
                 return
             notification = format_event(event)
         except Exception:  # noqa: BLE001 - one odd event must not stop the plugin
-            self.counters.errors += 1
-            log.exception("could not format event %s; skipped it", event.get("serial"))
+            self.counters.problem("could not format an event", exc_info=True)
             return
         self.outlet.submit(notification)
 
