@@ -878,9 +878,9 @@ def _headline_sudo(event: Event, failed: bool) -> Line:
 def _headline_account(event: Event, failed: bool) -> Line:
     what = _ACCOUNT_TYPES[event.get("type")]
     target = event.get("acct") or event.get("grp") or event.get("id") or "?"
-    op = event.get("op")
     line = [("%s (FAILED)" % what if failed else what) + ": ", target]
-    if op and op not in ("?", target):
+    op = event.get("op")
+    if op and event.get("type") in ("USER_MGMT", "GRP_MGMT") and op not in ("?", target):
         line += [" (", op, ")"]
     return L(*line + [" by ", _who(event)])
 
@@ -939,8 +939,10 @@ def _headline_syscall(event: Event, failed: bool) -> Line:
     key = event.get("key")
     argv = event.get("argv")
     name = _watched_path(event)
-    if argv and event.get("syscall") in ("execve", "execveat"):
-        line = ["Command%s: " % (" failed" if failed else ""), argv, " by ", _who(event)]
+    if event.get("syscall") in ("execve", "execveat") and (argv or name):
+        line = ["Command%s: " % (" failed" if failed else ""), argv or name, " by ", _who(event)]
+        if failed and event.get("exit"):
+            line += [" (", event.get("exit"), ")"]
     elif name:
         line = ["Watched file %s%s: " % (_verb(event), " FAILED" if failed else ""), name,
                 " by ", _who(event), " via ", event.get("exe") or "?"]
@@ -966,18 +968,28 @@ def _watched_path(event: Event) -> str:
     return name
 
 
+# What a file-watch hit did, by syscall name prefix (first match wins).
+_SYSCALL_VERBS = (
+    ("rename", "replaced"), ("unlink", "deleted"), ("rmdir", "deleted"), ("mkdir", "created"),
+    ("mknod", "created"), ("creat", "created"), ("symlink", "linked"), ("link", "linked"),
+    ("chmod", "permissions changed"), ("fchmod", "permissions changed"), ("chown", "owner changed"),
+    ("fchown", "owner changed"), ("lchown", "owner changed"), ("truncate", "truncated"),
+    ("ftruncate", "truncated"), ("setxattr", "attributes changed"), ("lsetxattr", "attributes changed"),
+    ("fsetxattr", "attributes changed"), ("removexattr", "attributes changed"), ("utime", "timestamps changed"),
+)
+_WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
+
+
 def _verb(event: Event) -> str:
+    syscall = event.get("syscall")
+    for prefix, verb in _SYSCALL_VERBS:
+        if syscall.startswith(prefix):
+            return verb
+    if syscall in ("open", "openat", "openat2"):
+        flags = event.get("a2" if syscall == "openat" else "a1")
+        return "opened for writing" if any(f in flags for f in _WRITE_FLAGS) else "opened"
     types = [f.get("nametype") for t, f in event.records if t == "PATH"]
-    if "CREATE" in types:
-        return "created"
-    if "DELETE" in types:
-        return "deleted"
-    action = event.get("action")
-    if action in ("changed-file-permissions-of", "changed-file-ownership-of"):
-        return "permissions changed" if "permissions" in action else "owner changed"
-    if action in ("opened-file", "read", "read-file"):
-        return "opened"
-    return "changed" if action else "touched"
+    return "created" if "CREATE" in types else "deleted" if "DELETE" in types else "changed"
 
 
 def _headline_generic(event: Event, failed: bool) -> Line:
