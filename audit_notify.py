@@ -34,7 +34,6 @@ import logging.handlers
 import os
 import re
 import select
-import shutil
 import signal
 import socket
 import stat
@@ -905,6 +904,12 @@ def _headline_mac(event: Event, failed: bool) -> Line:
     return L(*line)
 
 
+def _headline_user_message(event: Event, failed: bool) -> Line:
+    """A free-text USER record (auditctl -m, audit_log_user_message)."""
+    return L("Audit message: ", event.get("text"), " from ", event.get("exe") or event.get("comm") or "?",
+             " by ", _who(event))
+
+
 def _headline_login_id(event: Event, failed: bool) -> Line:
     return L("Login id set%s: " % (" FAILED" if failed else ""), event.get("auid") or "?",
              " (session ", event.get("ses") or "?", ") by ", event.get("comm") or event.get("exe") or "?")
@@ -1014,6 +1019,8 @@ def headline(event: Event) -> Tuple[Line, Optional[bool]]:
         make = _headline_sudo
     elif rtype == "LOGIN":
         make = _headline_login_id
+    elif rtype == "USER" and event.get("text"):
+        make = _headline_user_message
     elif rtype in _LOGIN_TYPES:
         make = _headline_login
     elif rtype in _ACCOUNT_TYPES:

@@ -1,0 +1,65 @@
+"""A plugin under test: its config, a recording stand-in for matrix-commander
+(fake_matrix_commander.py) and its log file, all in one temporary directory."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from corpus import HERE, ROOT
+
+SCRIPT = os.path.join(ROOT, "audit_notify.py")
+WAIT = 30  # seconds; a bound for polling loops, never a sleep
+
+
+class Rig:
+    """A config, a stand-in matrix-commander and a log file in tmp_path."""
+
+    def __init__(self, tmp_path, extra=""):
+        self.dir = tmp_path
+        self.mc_dir = tmp_path / "mc"
+        self.mc_dir.mkdir()
+        self.mc = str(self.mc_dir / "matrix-commander")
+        shutil.copy(os.path.join(HERE, "fake_matrix_commander.py"), self.mc)
+        os.chmod(self.mc, 0o755)
+        self.log = tmp_path / "log" / "audit-notify.log"
+        self.log.parent.mkdir(mode=0o700)
+        self.blacklist = tmp_path / "blacklist"
+        self.blacklist.write_text("")
+        (tmp_path / "state").mkdir()
+        self.config = tmp_path / "audit-notify.conf"
+        self.write_config(extra)
+
+    def write_config(self, extra=""):
+        self.config.write_text(
+            "matrix_commander = %s\ncredentials = %s/creds.json\nstore = %s/store\nroom = #audit:localhost\n"
+            "blacklist = %s\nlog_file = %s\nstate_dir = %s/state\n%s"
+            % (self.mc, self.dir, self.dir, self.blacklist, self.log, self.dir, extra))
+
+    def mode(self, mode):
+        (self.mc_dir / "mode").write_text(mode)
+
+    def calls(self):
+        path = self.mc_dir / "calls.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def start(self, *args):
+        return subprocess.Popen([sys.executable, SCRIPT, "--config", str(self.config)] + list(args),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def log_text(self):
+        return self.log.read_text() if self.log.exists() else ""
+
+    def wait_for(self, predicate, what):
+        end = time.monotonic() + WAIT
+        while time.monotonic() < end:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for %s; log:\n%s" % (what, self.log_text()))
+
+

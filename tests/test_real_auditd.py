@@ -1,0 +1,57 @@
+"""The plugin under a real auditd: the kernel makes the events, auditd's
+dispatcher feeds them to audit_notify.py through plugins.d, and a recording
+stand-in for matrix-commander shows what would have been sent."""
+
+import json
+import os
+
+import pytest
+
+from auditd_env import auditd_unavailable_reason, private_auditd
+from rig import SCRIPT, Rig
+
+_reason = auditd_unavailable_reason()
+pytestmark = [pytest.mark.auditd, pytest.mark.skipif(_reason is not None, reason=_reason or "")]
+
+
+def _bodies(rig):
+    return [json.loads(call["stdin"])["content"]["body"] for call in rig.calls()]
+
+
+@pytest.mark.parametrize("log_format", ["RAW", "ENRICHED"])
+def test_watched_file_change_becomes_one_notification(tmp_path, log_format):
+    rig = Rig(tmp_path)
+    watched = tmp_path / "watched.txt"
+    watched.write_text("")
+    key = "an-real-%s" % log_format.lower()
+    with private_auditd(tmp_path, plugin_path=SCRIPT, plugin_args=("--config=%s" % rig.config,),
+                        log_format=log_format, rules=["-w %s -p wa -k %s" % (watched, key)]) as auditd:
+        with open(watched, "a") as handle:
+            handle.write("changed\n")
+        rig.wait_for(lambda: any(b.startswith("✅ Watched file") for b in _bodies(rig)), "the watch notification")
+        auditd.user_message("an-real-marker")
+        rig.wait_for(lambda: any(b.startswith("✅ Audit message: an-real-marker from /usr/sbin/auditctl by root")
+                                 for b in _bodies(rig)), "the user message")
+    # auditd stopped: the plugin got SIGTERM/EOF, exited cleanly and said what it did.
+    rig.wait_for(lambda: "exiting:" in rig.log_text(), "the plugin's exit")
+    hits = [b for b in _bodies(rig) if b.startswith("✅ Watched file")]
+    assert len(hits) == 1, hits
+    # Adding the rule was an event too, with the same key.
+    assert any(b.startswith("✅ Audit rules changed: add_rule (rule %s) by root" % key) for b in _bodies(rig))
+    headline = hits[0].split("\n")[0]
+    assert headline.startswith("✅ Watched file opened for writing: %s by " % watched)
+    assert headline.endswith("(rule %s) on %s" % (key, os.uname().nodename))
+    log = rig.log_text()
+    assert "started: config %s" % rig.config in log
+    assert "failed=0" in log and "errors=0" in log
+
+
+def test_plugin_runs_with_auditds_empty_environment(tmp_path):
+    """auditd starts plugins with no environment at all (no PATH, no HOME):
+    matrix-commander still gets a HOME of its own."""
+    rig = Rig(tmp_path)
+    with private_auditd(tmp_path, plugin_path=SCRIPT, plugin_args=("--config=%s" % rig.config,)) as auditd:
+        auditd.user_message("an-env-marker")
+        rig.wait_for(lambda: any("an-env-marker" in b for b in _bodies(rig)), "the user message")
+    call = [c for c in rig.calls() if "an-env-marker" in c["stdin"]][0]
+    assert call["home"] == "%s/state" % tmp_path
