@@ -36,6 +36,7 @@ import re
 import select
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -749,6 +750,7 @@ class Notification:
     html: str
     fields: Dict[str, str]
     timestamp: float
+    priority: int = 0  # 1 for failures and denials: kept first when the spool is full
 
     def content(self) -> dict:
         """The Matrix event content: a plain-text body, its HTML twin, and an
@@ -1077,7 +1079,8 @@ def format_event(event: Event) -> Notification:
     body = _fit([marker + head.text()] + [ln.text() for ln in lines], MAX_BODY_BYTES, "\n")
     html_lines = ["%s<b>%s</b>" % (marker, head.html())] + [ln.html() for ln in lines]
     formatted = _fit(html_lines, MAX_HTML_BYTES, "<br>\n")
-    return Notification(body=body, html=formatted, fields=dict(event.fields), timestamp=event.timestamp)
+    return Notification(body=body, html=formatted, fields=dict(event.fields), timestamp=event.timestamp,
+                        priority=1 if failed else 0)
 
 
 def _fit(lines: List[str], limit: int, joiner: str) -> str:
@@ -1090,6 +1093,258 @@ def _fit(lines: List[str], limit: int, joiner: str) -> str:
     if len(text.encode("utf-8")) > limit:
         text = text.encode("utf-8")[:limit].decode("utf-8", "ignore")
     return text
+
+
+# ---------------------------------------------------------------------------
+# Digests: a flood of one kind of event becomes one summary per window
+# ---------------------------------------------------------------------------
+
+# Events with equal values of these fields have the same "shape": the same
+# rule, kind, action, subject, result, program and host.
+SHAPE_FIELDS = ("node", "type", "key", "kind", "action", "primary_subject", "result", "success", "how")
+
+
+def shape_of(event: Event) -> str:
+    return "\x1f".join(event.get(name) for name in SHAPE_FIELDS)
+
+
+@dataclass
+class Window:
+    """One shape's current window, in the events' own time."""
+
+    start: float
+    alone: int = 0
+    folded: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    sample: str = ""
+    sample_html: str = ""
+    priority: int = 0
+
+
+class Digester:
+    """Per shape and window of ``window`` seconds of *event* time, the first
+    ``after`` events go out alone and the rest are counted into one summary,
+    sent when the window closes.  Using the events' timestamps, not the
+    wall clock, makes --dry-run over a file show exactly what the live
+    plugin sends, and makes tests exact without sleeping.  ``after = 0``
+    turns digests off."""
+
+    def __init__(self, after: int, window: float):
+        self.after = after
+        self.window = window
+        self.windows: Dict[str, Window] = {}
+
+    def offer(self, event: Event) -> Tuple[bool, List[Notification]]:
+        """Whether to send ``event`` alone, and the summaries of any window
+        of its shape that it closes."""
+        if self.after <= 0:
+            return True, []
+        key = shape_of(event)
+        closed = []
+        window = self.windows.get(key)
+        if window is not None and event.timestamp >= window.start + self.window:
+            closed = self._close(key)
+            window = None
+        if window is None:
+            window = self.windows[key] = Window(start=event.timestamp)
+        if window.alone < self.after:
+            window.alone += 1
+            return True, closed
+        if not window.folded:
+            head, failed = headline(event)
+            head = head + (" on ", event.get("node")) if event.get("node") else head
+            window.first, window.sample, window.sample_html = event.timestamp, head.text(), head.html()
+            window.priority = 1 if failed else 0
+        window.folded += 1
+        window.last = max(window.last, event.timestamp)
+        return False, closed
+
+    def due(self, now: float) -> List[Notification]:
+        """Close the windows that ended by ``now`` (event time, or the wall
+        clock when the plugin is live and idle)."""
+        out = []
+        for key in [k for k, w in self.windows.items() if w.start + self.window <= now]:
+            out += self._close(key)
+        return out
+
+    def close_all(self) -> List[Notification]:
+        out = []
+        for key in list(self.windows):
+            out += self._close(key)
+        return out
+
+    def pending(self) -> bool:
+        return any(w.folded for w in self.windows.values())
+
+    def _close(self, key: str) -> List[Notification]:
+        window = self.windows.pop(key)
+        return [digest_notification(window, self.window)] if window.folded else []
+
+    def snapshot(self) -> str:
+        return json.dumps({k: w.__dict__ for k, w in self.windows.items()})
+
+    def restore(self, text: str):
+        self.windows = {k: Window(**v) for k, v in json.loads(text or "{}").items()}
+
+
+def digest_notification(window: Window, length: float) -> Notification:
+    first, last = (time.strftime("%H:%M:%S", time.localtime(t)) for t in (window.first, window.last))
+    count = "{:,}".format(window.folded)
+    what = "%s more in %d s, like: " % (count, length)
+    span = "first %s, last %s (%s)" % (first, last, time.strftime("%Z", time.localtime(window.last)))
+    body = "🔁 +%s%s\n%s" % (what, window.sample, span)
+    formatted = "🔁 <b>+%s</b>%s<br>\n%s" % (html.escape(what), window.sample_html, html.escape(span))
+    fields = {"digest": count, "first": str(window.first), "last": str(window.last)}
+    return Notification(body=body, html=formatted, fields=fields, timestamp=window.last, priority=window.priority)
+
+
+# ---------------------------------------------------------------------------
+# Spool: accepted notifications on disk until the homeserver has them
+# ---------------------------------------------------------------------------
+
+# sqlite3 in WAL mode rather than a Maildir: ordering, per-item attempts,
+# size and age bounds, the digest state and the counters all live in one
+# file that changes in one transaction per batch of input (one fsync, not
+# one per notification), and --status can read it while the plugin writes.
+SPOOL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,          -- wall clock when accepted
+    event_time REAL NOT NULL,
+    priority INTEGER NOT NULL,      -- 1: failures and denials
+    attempts INTEGER NOT NULL DEFAULT 0,
+    content TEXT NOT NULL           -- the Matrix event content, JSON
+);
+CREATE TABLE IF NOT EXISTS dead (
+    id INTEGER PRIMARY KEY, created REAL, buried REAL, reason TEXT, content TEXT);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    content: dict
+    attempts: int
+    created: float
+
+
+class Spool:
+    """A durable queue of notifications, oldest first.
+
+    ``add`` happens inside a transaction that ``commit`` ends (the plugin
+    commits after each batch of input: a notification is accepted when its
+    batch is on disk).  ``delivered`` removes an item only once the
+    homeserver has confirmed it.  The spool is bounded in bytes and age;
+    past a bound it drops the oldest of the least important items, says so
+    in the log and queues a notice for the room.
+    """
+
+    def __init__(self, path: str, max_bytes: int, max_age: float, clock=time.time):
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self._clock = clock
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SPOOL_SCHEMA)
+        self.bytes = self._db.execute("SELECT COALESCE(SUM(LENGTH(content)), 0) FROM outbox").fetchone()[0]
+        self._dirty = False
+
+    def _begin(self):
+        if not self._dirty:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._dirty = True
+
+    def add(self, notification: Notification):
+        self._begin()
+        content = json.dumps(notification.content(), ensure_ascii=False)
+        self._db.execute("INSERT INTO outbox (created, event_time, priority, content) VALUES (?, ?, ?, ?)",
+                         (self._clock(), notification.timestamp, notification.priority, content))
+        self.bytes += len(content)
+
+    def set_state(self, name: str, value: str):
+        self._begin()
+        self._db.execute("INSERT OR REPLACE INTO state (name, value) VALUES (?, ?)", (name, value))
+
+    def state(self, name: str, default: str = "") -> str:
+        row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else default
+
+    def commit(self):
+        if self._dirty:
+            self._db.execute("COMMIT")
+            self._dirty = False
+
+    def peek(self, after_id: int = 0) -> Optional[Item]:
+        row = self._db.execute("SELECT id, content, attempts, created FROM outbox WHERE id > ? ORDER BY id LIMIT 1",
+                               (after_id,)).fetchone()
+        return Item(row[0], json.loads(row[1]), row[2], row[3]) if row else None
+
+    def delivered(self, item_id: int):
+        self._change("DELETE FROM outbox WHERE id = ?", item_id)
+
+    def attempt_failed(self, item_id: int):
+        self._change("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", item_id)
+
+    def bury(self, item_id: int, reason: str):
+        """Move an item that can never be sent to the dead-letter table."""
+        self._begin()
+        self._db.execute("INSERT INTO dead (id, created, buried, reason, content) "
+                         "SELECT id, created, ?, ?, content FROM outbox WHERE id = ?",
+                         (self._clock(), reason, item_id))
+        self._change("DELETE FROM outbox WHERE id = ?", item_id)
+
+    def _change(self, sql: str, item_id: int):
+        self._begin()
+        if sql.startswith("DELETE"):
+            row = self._db.execute("SELECT LENGTH(content) FROM outbox WHERE id = ?", (item_id,)).fetchone()
+            self.bytes -= row[0] if row else 0
+        self._db.execute(sql, (item_id,))
+        self.commit()
+
+    def depth(self) -> Tuple[int, Optional[float]]:
+        count, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM outbox").fetchone()
+        return count, oldest
+
+    def enforce_bounds(self) -> int:
+        """Drop what is past the age bound, then the oldest of the least
+        important until the size bound holds; return how many went."""
+        self._begin()
+        dropped = self._db.execute("DELETE FROM outbox WHERE created < ?",
+                                   (self._clock() - self.max_age,)).rowcount
+        if self.bytes > self.max_bytes:
+            victims, freed = [], 0
+            for item_id, size in self._db.execute("SELECT id, LENGTH(content) FROM outbox ORDER BY priority, id"):
+                if self.bytes - freed <= self.max_bytes:
+                    break
+                victims.append((item_id,))
+                freed += size
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", victims)
+            dropped += len(victims)
+        if dropped:
+            self.bytes = self._db.execute("SELECT COALESCE(SUM(LENGTH(content)), 0) FROM outbox").fetchone()[0]
+        return dropped
+
+    def close(self):
+        self.commit()
+        self._db.close()
+
+
+def spool_status(path: str) -> Dict[str, object]:
+    """What --status prints: read-only, so the running plugin is not
+    disturbed (WAL readers never block the writer)."""
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        count, oldest, size = db.execute(
+            "SELECT COUNT(*), MIN(created), COALESCE(SUM(LENGTH(content)), 0) FROM outbox").fetchone()
+        dead = db.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
+        state = dict(db.execute("SELECT name, value FROM state").fetchall())
+    finally:
+        db.close()
+    return {"depth": count, "oldest": oldest, "bytes": size, "dead": dead, "state": state}
 
 
 # ---------------------------------------------------------------------------
