@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import fnmatch
 import glob
 import html
@@ -40,6 +41,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -84,12 +86,18 @@ MAX_HTML_BYTES = 28000
 HEADLINE_VALUE_CHARS = 120
 MAX_VALUE_CHARS = 2000
 MAX_COMMAND_CHARS = 8000
-# How often to look for the exit of a child that closed its output.
-REAP_INTERVAL = 0.02
-# A SIGTERM waits this long for the matrix-commander call in flight.
-SHUTDOWN_GRACE = 10.0
-# At EOF (someone piping ausearch by hand) queued notifications get this long.
+# A SIGTERM waits this long for the event in flight (auditd itself does
+# not wait for its plugins).
+SHUTDOWN_GRACE = 5.0
+# At EOF (someone piping ausearch by hand) the spool gets this long to be
+# delivered; what is left is sent by the next start.
 EOF_DRAIN_SECONDS = 120.0
+# While input keeps coming, new notifications are committed at least this
+# often; when it pauses, at once.
+COMMIT_DELAY = 0.2
+# Counters go to the log this often, and the spool's bounds are checked.
+STATS_INTERVAL = 3600.0
+BOUNDS_INTERVAL = 60.0
 
 
 class Error(Exception):
@@ -122,13 +130,20 @@ class Config:
     log_file: str = ""
     log_level: str = "info"
     hostname: str = ""
-    send_timeout: float = 60.0
+    send_timeout: float = 30.0
     eoe_timeout: int = 2
     state_dir: str = "/var/lib/audit-notify"
+    spool_dir: str = "/var/lib/audit-notify/spool"
+    spool_max_mb: int = 64
+    spool_max_age_hours: float = 168.0
+    max_messages_per_minute: int = 30
+    digest_after: int = 5
+    digest_window: float = 60.0
     source: str = "(built-in defaults)"
 
 
-_PATH_KEYS = ("matrix_commander", "credentials", "store", "blacklist", "allowlist", "log_file", "state_dir")
+_PATH_KEYS = ("matrix_commander", "credentials", "store", "blacklist", "allowlist", "log_file", "state_dir",
+              "spool_dir")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -140,6 +155,13 @@ def _positive_number(kind):
         return value
 
     return convert
+
+
+def _count(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
 
 
 def _choice(choices):
@@ -155,6 +177,11 @@ _CONVERTERS = {
     "send_timeout": _positive_number(float),
     "eoe_timeout": _positive_number(int),
     "log_level": _choice(_LOG_LEVELS),
+    "spool_max_mb": _positive_number(int),
+    "spool_max_age_hours": _positive_number(float),
+    "max_messages_per_minute": _count,
+    "digest_after": _count,
+    "digest_window": _positive_number(float),
 }
 
 
@@ -451,11 +478,19 @@ class Counters:
 
     records: int = 0
     events: int = 0
-    filtered: int = 0
-    sent: int = 0
-    failed: int = 0
+    filtered: int = 0    # dropped by the blacklist / allow-list
+    notified: int = 0    # events accepted as notifications of their own
+    digested: int = 0    # events counted into a digest instead
+    digests: int = 0     # digest summaries accepted
+    sent: int = 0        # messages the homeserver acknowledged
+    retried: int = 0     # failed send attempts, retried later
+    failed: int = 0      # messages given up on (dead letters)
+    dropped: int = 0     # messages dropped at the spool's bounds
     errors: int = 0
     problems: Dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> dict:
+        return dict(self.__dict__, problems=dict(self.problems))
 
     def problem(self, kind: str, exc_info: bool = False):
         self.errors += 1
@@ -1348,193 +1383,390 @@ def spool_status(path: str) -> Dict[str, object]:
 
 
 # ---------------------------------------------------------------------------
-# Delivery: matrix-commander, one call at a time, never with our stdin
+# Delivery: one long-lived matrix-commander, fed one event at a time
 # ---------------------------------------------------------------------------
 
+# Events per matrix-commander process.  Each process starts one Megolm
+# session (~1.4 KB that every later start loads; the original started one
+# per message and its store reached 13 MB), and a fresh process is the only
+# way devices added to the room since the last one get keys.
+SENDER_SLOTS = 100
+# An idle matrix-commander is replaced after this long, so that a phone
+# added to the room can read new notifications within the hour.
+SENDER_MAX_AGE = 3600.0
+# How long matrix-commander may take from start to reading its first event.
+SENDER_START_TIMEOUT = 120.0
+# Retry delays after a failed send: 1 s, doubling, at most 5 minutes.
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 300.0
+# How often to check whether matrix-commander has opened the FIFO.
+POLL_INTERVAL = 0.02
+# How often the swap thread looks for matrix-commander's pid file.
+SWAP_POLL = 0.003
+# matrix-commander's error codes for a failed event send (E143 bad JSON,
+# E144 room_send error, E145 exception) and a few others it prints.
+_MC_ERROR = re.compile(r"\bE\d{3}\b")
 
-def matrix_commander_argv(config: Config) -> List[str]:
-    """The fixed part of every call.  No audit text is ever in argv:
-    matrix-commander parses a message starting with '-' as an option and
-    lets a later '--room=' in the text redirect it.  The event goes in on
-    the child's own stdin (``--event -``); ``--log-level ERROR ERROR`` keeps
-    it from logging every message's plaintext."""
+
+def matrix_commander_argv(config: Config, fifo: str) -> List[str]:
+    """No audit text is ever in argv: matrix-commander parses a message
+    that starts with '-' as an option, and a later '--room=' in the text
+    redirects it.  The events go in through ``fifo``.  ``--log-level ERROR
+    ERROR`` keeps it from logging each message's plaintext."""
     argv = [config.matrix_commander, "--credentials", config.credentials, "--store", config.store,
             "--log-level", "ERROR", "ERROR", "--print-event-id"]
     if config.room:
         argv += ["--room", config.room]
-    return argv
+    return argv + ["--event"] + [fifo] * SENDER_SLOTS
 
 
-class _Call:
-    """One running matrix-commander and what it has printed so far."""
+class _Child:
+    """One running matrix-commander and its unread output."""
 
-    def __init__(self, process, notification: Notification, deadline: float):
+    def __init__(self, process: subprocess.Popen, now: float):
         self.process = process
-        self.notification = notification
-        self.deadline = deadline
-        self.output = {process.stdout.fileno(): bytearray(), process.stderr.fileno(): bytearray()}
-        self.open = set(self.output)
+        self.started = now
+        self.swapper: Optional[threading.Thread] = None
+        self.swapped = threading.Event()   # the FIFO has replaced the placeholder file
+        self.sent = 0
+        self.buffers = {process.stdout.fileno(): b"", process.stderr.fileno(): b""}
+        self.open = set(self.buffers)
+        for fd in self.open:
+            os.set_blocking(fd, False)
 
-    def read(self, fd: int):
+    def lines(self, fd: int) -> List[str]:
+        """Complete lines newly readable on ``fd``."""
         try:
             chunk = os.read(fd, READ_SIZE)
         except BlockingIOError:
-            return
-        if chunk:
-            self.output[fd].extend(chunk[: max(0, READ_SIZE - len(self.output[fd]))])
-        else:
+            return []
+        if not chunk:
             self.open.discard(fd)
+            chunk = b"\n" if self.buffers[fd] else b""
+        *done, self.buffers[fd] = (self.buffers[fd] + chunk).split(b"\n")
+        return [line.decode("utf-8", "replace") for line in done if line.strip()]
 
-    def text(self, stream) -> str:
-        return bytes(self.output[stream.fileno()]).decode("utf-8", "replace")
 
+class Sender:
+    """Delivers the spool, oldest first, through one long-lived matrix-commander.
 
-class Courier:
-    """Sends notifications with matrix-commander, one process at a time.
+    matrix-commander streams only plain lines (``-m _``: no HTML twin, no
+    m.mentions), but ``--event FILE ...`` sends one JSON event per file, in
+    order, printing each event id.  Given one FIFO path SENDER_SLOTS times,
+    it blocks opening it until we write an event, sends it, prints the id
+    and opens it again: a warm process, ~50 ms a message.  Its start-up
+    check wants a regular file, so the path is an empty file until the
+    process has written its pid file (just after the check; it logs in
+    before its first open, 50-140 ms measured), then becomes the FIFO.  A
+    small thread makes that swap, so that a busy loop cannot miss the
+    moment; if it is missed anyway, the process skips the empty file, ends,
+    and is started again.
 
-    Two matrix-commander processes on one store lose messages, so calls are
-    strictly sequential.  A call that outlives ``send_timeout`` (a frozen
-    homeserver makes matrix-commander's sync hang forever) is killed.  The
-    child's stdin is a pipe holding exactly one event; it never inherits the
-    plugin's stdin, where it would hang or send audit records as messages.
-    Everything is driven by the plugin's select() loop: ``fds()`` to watch,
-    ``deadline()`` to wake up for, ``step()`` to make progress.
+    Exactly one event is in flight: one written before the last was
+    acknowledged would be read glued to it and both lost.  An item leaves
+    the spool only when its event id comes back; an error, a timeout or the
+    process dying leaves it for a retry after a backoff (one log line when
+    an outage starts and one when it ends); M_TOO_LARGE buries it.  The
+    process is killed if the plugin dies (PR_SET_PDEATHSIG) and on its
+    next start any orphan of ours is stopped first: two matrix-commanders
+    on one store lose messages.
     """
 
-    def __init__(self, config: Config, counters: Counters, clock=time.monotonic, spawn=subprocess.Popen):
+    def __init__(self, config: Config, spool: "Spool", counters: Counters, clock=time.monotonic,
+                 spawn=subprocess.Popen, wall=time.time):
         self.config = config
+        self._spool = spool
         self._counters = counters
         self._clock = clock
+        self._wall = wall
         self._spawn = spawn
-        self._queue: List[Notification] = []
-        self._call: Optional[_Call] = None
+        self._child: Optional[_Child] = None
+        self._inflight: Optional[Item] = None
+        self._inflight_deadline = 0.0
+        self._next_try = 0.0
+        self._failures = 0
+        self._outage_since: Optional[float] = None
+        self._sends: List[float] = []       # times of recent sends, for the rate cap
+        self._waiting_reader = False
+        self.run_dir = os.path.join(config.state_dir, "run")
+        self.fifo = os.path.join(self.run_dir, "events")
 
-    def submit(self, notification: Notification):
-        self._queue.append(notification)
-        self.step()
-
-    def busy(self) -> bool:
-        return bool(self._queue) or self._call is not None
+    # -- the loop's view --------------------------------------------------
 
     def fds(self) -> List[int]:
-        return sorted(self._call.open) if self._call else []
+        return sorted(self._child.open) if self._child else []
+
+    def busy(self) -> bool:
+        return self._inflight is not None or self._spool.peek() is not None
 
     def deadline(self) -> Optional[float]:
-        """When the loop must call step() even if no fd is readable: the
-        call's timeout, or soon if the child closed its output and is about
-        to exit (it cannot be waited for without blocking the loop)."""
-        if self._call is None:
-            return None
-        if not self._call.open:
-            return min(self._call.deadline, self._clock() + REAP_INTERVAL)
-        return self._call.deadline
+        """When step() must run next even if no output arrives.  Computed
+        from the state as it is now (the swap thread may just have made
+        the FIFO ready), so there is never a sleep with work waiting."""
+        now = self._clock()
+        child = self._child
+        if child is None:
+            return max(now, self._next_try)  # keep one warm, once any backoff is over
+        if not child.open:
+            return now + POLL_INTERVAL  # it exited: reap it
+        if not child.swapped.is_set():
+            return min(now + POLL_INTERVAL, child.started + SENDER_START_TIMEOUT)
+        if self._inflight is not None:
+            return self._inflight_deadline
+        if self._spool.peek() is not None:
+            return max(now + (POLL_INTERVAL if self._waiting_reader else 0.0), self._next_try,
+                       self._rate_free_at())
+        return child.started + SENDER_MAX_AGE
+
+    def _rate_free_at(self) -> float:
+        """When the rate cap allows the next message."""
+        cap = self.config.max_messages_per_minute
+        now = self._clock()
+        self._sends = [t for t in self._sends if t > now - 60.0]
+        if cap <= 0 or len(self._sends) < cap:
+            return now
+        return self._sends[-cap] + 60.0
 
     def step(self, readable: Iterable[int] = ()):
-        """Read the child's output, reap or kill it, start the next call."""
-        call = self._call
-        if call is not None:
+        child = self._child
+        if child is not None:
             for fd in readable:
-                if fd in call.open:
-                    call.read(fd)
-            if not call.open and call.process.poll() is not None:
-                self._finish(call, None)
-            elif self._clock() >= call.deadline:
-                self._kill(call, "timed out after %.0f s" % self.config.send_timeout)
-        if self._queue and self._call is None:
-            self._start(self._queue.pop(0))
+                if fd in child.open:
+                    for line in child.lines(fd):
+                        self._on_line(fd == child.process.stdout.fileno(), line)
+            self._check_child(child)
+        if self._inflight is None and self._clock() >= self._next_try:
+            self._send_next()
 
-    def _start(self, notification: Notification):
-        event = json.dumps({"type": "m.room.message", "content": notification.content()})
-        env = dict(os.environ, HOME=self.config.state_dir, PYTHONUNBUFFERED="1")
+    # -- the child --------------------------------------------------------
+
+    def _check_child(self, child: _Child):
+        now = self._clock()
+        if not child.open and child.process.poll() is not None:
+            self._child = None
+            code = child.process.returncode
+            child.swapper.join()
+            if self._inflight is not None:
+                self._failed("matrix-commander exited with code %s" % code)
+            elif not child.swapped.is_set() or child.sent == 0:
+                self._failed("matrix-commander stopped at start-up with code %s" % code)
+            return
+        if not child.swapped.is_set():
+            if now >= child.started + SENDER_START_TIMEOUT:
+                self._kill("matrix-commander did not start within %d s" % SENDER_START_TIMEOUT)
+        elif self._inflight is not None and now >= self._inflight_deadline:
+            self._kill("no acknowledgement within %g s" % self.config.send_timeout)
+        elif self._inflight is None and (child.sent >= SENDER_SLOTS or now >= child.started + SENDER_MAX_AGE):
+            self._stop_child()
+
+    def _start(self):
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        self._stop_orphans()
+        for path in (self.fifo, self.fifo + ".tmp"):
+            with _suppress(FileNotFoundError):
+                os.unlink(path)
+        os.close(os.open(self.fifo, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        env = {"HOME": self.config.state_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         try:
             process = self._spawn(
-                matrix_commander_argv(self.config) + ["--event", "-"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, close_fds=True, start_new_session=True)
+                matrix_commander_argv(self.config, self.fifo), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
+                cwd=self.config.state_dir, preexec_fn=_die_with_parent)
         except OSError as exc:
-            self._counters.failed += 1
-            log.error("cannot run matrix-commander %s: %s; notification lost", self.config.matrix_commander, exc)
+            self._failed("cannot run %s: %s" % (self.config.matrix_commander, exc))
             return
-        for stream in (process.stdout, process.stderr):
-            os.set_blocking(stream.fileno(), False)
+        child = self._child = _Child(process, self._clock())
+        child.swapper = threading.Thread(target=self._swap_when_checked, args=(child,), daemon=True)
+        child.swapper.start()
+
+    def _pid_file(self, pid: int) -> bool:
+        for path in glob.glob(os.path.join(self.config.state_dir, ".run", "matrix-commander.*.pid")):
+            with _suppress(OSError, ValueError):
+                with open(path) as handle:
+                    if int(handle.read().strip() or 0) == pid:
+                        return True
+        return False
+
+    def _swap_when_checked(self, child: _Child):
+        """Thread: once matrix-commander has written its pid file, put the
+        FIFO where it checked for a regular file."""
+        end = time.monotonic() + SENDER_START_TIMEOUT
+        while child.process.poll() is None and time.monotonic() < end:
+            if self._pid_file(child.process.pid):
+                os.mkfifo(self.fifo + ".tmp", 0o600)
+                os.rename(self.fifo + ".tmp", self.fifo)
+                child.swapped.set()
+                return
+            time.sleep(SWAP_POLL)
+
+    def _stop_orphans(self):
+        """Stop a matrix-commander left by an earlier plugin on our store."""
+        for path in glob.glob(os.path.join(self.config.state_dir, ".run", "matrix-commander.*.pid")):
+            with _suppress(OSError, ValueError):
+                with open(path) as handle:
+                    pid = int(handle.read().strip() or 0)
+                with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                    cmdline = handle.read().split(b"\0")
+                if self.config.store.encode() in cmdline and self.fifo.encode() in cmdline:
+                    log.warning("stopping an orphaned matrix-commander (pid %d) on our store", pid)
+                    os.kill(pid, signal.SIGKILL)
+            with _suppress(OSError):
+                os.unlink(path)
+
+    def _kill(self, reason: str):
+        child = self._child
+        self._child = None
+        child.process.kill()
+        child.process.wait()
+        child.swapper.join()
+        for stream in (child.process.stdout, child.process.stderr):
+            stream.close()
+        self._failed(reason)
+
+    def _stop_child(self):
+        """Retire an idle matrix-commander (slots used up, or too old)."""
+        child = self._child
+        self._child = None
+        child.process.terminate()
         try:
-            process.stdin.write(event.encode("utf-8"))
-            process.stdin.close()
-        except BrokenPipeError:
-            pass
-        self._call = _Call(process, notification, self._clock() + self.config.send_timeout)
+            child.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        child.swapper.join()
+        for stream in (child.process.stdout, child.process.stderr):
+            stream.close()
 
-    def _kill(self, call: _Call, problem: str):
-        call.process.kill()
-        call.process.wait()
-        self._finish(call, problem)
+    # -- events -----------------------------------------------------------
 
-    def _finish(self, call: _Call, problem: Optional[str]):
-        self._call = None
-        call.process.wait()
-        out, err = call.text(call.process.stdout), call.text(call.process.stderr)
-        call.process.stdout.close()
-        call.process.stderr.close()
-        if problem is None and call.process.returncode == 0 and out.startswith("$"):
-            self._counters.sent += 1
+    def _send_next(self):
+        if self._child is None:
+            self._start()
             return
-        self._counters.failed += 1
-        log.error("matrix-commander failed (%s); notification lost: %s",
-                  problem or "exit code %s" % call.process.returncode, _first_error_line(err) or "no error output")
+        if not self._child.swapped.is_set() or not self._rate_allows():
+            return
+        item = self._spool.peek()
+        if item is None:
+            self._waiting_reader = False
+            return
+        event = json.dumps({"type": "m.room.message", "content": item.content}).encode("utf-8")
+        try:
+            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: matrix-commander has not opened it yet
+                raise
+            self._waiting_reader = True
+            return
+        self._waiting_reader = False
+        self._inflight = item
+        self._inflight_deadline = self._clock() + self.config.send_timeout
+        try:
+            os.set_blocking(fd, True)
+            os.write(fd, event)
+        except BrokenPipeError:
+            pass  # it died: _check_child sees the exit and retries the item
+        finally:
+            os.close(fd)
 
-    def stop(self, seconds: float, wait: Callable[[List[int], float], List[int]]):
-        """Deliver what is queued for at most ``seconds``, then give up on
-        the rest and say how much was lost."""
+    def _rate_allows(self) -> bool:
+        return self._rate_free_at() <= self._clock()
+
+    def _on_line(self, is_stdout: bool, line: str):
+        if is_stdout and self._inflight is not None and line.startswith("$"):
+            self._delivered()
+        elif not is_stdout and self._inflight is not None and _MC_ERROR.search(line):
+            self._failed(line.strip())
+        elif not is_stdout:
+            log.debug("matrix-commander: %s", line.strip()[:300])
+
+    def _delivered(self):
+        item, self._inflight = self._inflight, None
+        self._spool.delivered(item.id)
+        self._counters.sent += 1
+        self._child.sent += 1
+        self._sends.append(self._clock())
+        if self._outage_since is not None:
+            log.warning("delivery resumed after %d failed attempts over %.0f s",
+                        self._failures, self._clock() - self._outage_since)
+        self._failures, self._outage_since, self._next_try = 0, None, 0.0
+
+    def _failed(self, reason: str):
+        item, self._inflight = self._inflight, None
+        now = self._clock()
+        if item is not None and "M_TOO_LARGE" in reason:
+            self._spool.bury(item.id, reason)
+            self._counters.failed += 1
+            log.error("the homeserver refuses notification %d as too large; kept as a dead letter", item.id)
+            return
+        if item is not None:
+            self._spool.attempt_failed(item.id)
+            self._counters.retried += 1
+        self._failures += 1
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
+        self._next_try = now + delay
+        if self._outage_since is None:
+            self._outage_since = now
+            log.error("sending failed: %s; retrying with backoff, the notifications stay spooled", reason[:300])
+        else:
+            log.debug("sending failed again (%d): %s; next try in %.0f s", self._failures, reason[:300], delay)
+
+    def stop(self, seconds: float, wait: Callable[[List[int], Optional[float]], List[int]]):
+        """Deliver for at most ``seconds`` (everything at EOF, the event in
+        flight at SIGTERM), then stop matrix-commander; the rest stays
+        spooled for the next start."""
         end = self._clock() + seconds
-        while self.busy() and self._clock() < end:
-            timeout = max(0.0, min(end, self.deadline() or end) - self._clock())
+        while self._clock() < end and (self._inflight is not None or (seconds > SHUTDOWN_GRACE and self.busy())):
+            deadline = self.deadline()
+            timeout = max(0.0, min(end, deadline if deadline is not None else end) - self._clock())
             self.step(wait(self.fds(), timeout))
-        if self._call is not None:
-            self._kill(self._call, "stopped at shutdown")
-        if self._queue:
-            self._counters.failed += len(self._queue)
-            log.error("%d notifications were not sent before shutdown", len(self._queue))
-            self._queue.clear()
+        if self._inflight is not None:
+            self._kill("stopped before the homeserver acknowledged it")
+        if self._child is not None:
+            self._stop_child()
+        with _suppress(FileNotFoundError):
+            os.unlink(self.fifo)
 
 
-def _first_error_line(text: str) -> str:
-    for line in text.splitlines():
-        if re.search(r"\bE\d{3}\b|[Ee]rror", line):
-            return line.strip()[:300]
-    lines = text.strip().splitlines()
-    return lines[-1][:300] if lines else ""
+class _suppress:
+    """contextlib.suppress, spelled out to keep the import list short."""
+
+    def __init__(self, *kinds):
+        self.kinds = kinds
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, self.kinds)
+
+
+def _die_with_parent():
+    """In the child, before exec: SIGKILL it if the plugin dies, so that a
+    crashed plugin leaves no matrix-commander behind on the store."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Printer:
-    """--dry-run: print each notification instead of sending it."""
+    """--dry-run: print each notification instead of spooling it."""
 
     def __init__(self, stream, as_json: bool, counters: Counters):
         self._stream = stream
         self._json = as_json
         self._counters = counters
 
-    def submit(self, notification: Notification):
+    def add(self, notification: Notification):
+        self._counters.sent += 1
         if self._json:
             record = {"body": notification.body, "formatted_body": notification.html, "fields": notification.fields}
             self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             self._stream.write(notification.body + "\n\n")
         self._stream.flush()
-        self._counters.sent += 1
 
-    def busy(self) -> bool:
-        return False
-
-    def fds(self) -> List[int]:
-        return []
-
-    def deadline(self) -> Optional[float]:
-        return None
-
-    def step(self, readable: Iterable[int] = ()):
-        pass
-
-    def stop(self, seconds, wait):
+    def commit(self):
         pass
 
 
@@ -1544,47 +1776,88 @@ class Printer:
 
 
 def _select(fds: List[int], timeout: Optional[float]) -> List[int]:
-    if not fds and timeout is not None:
-        time.sleep(timeout)
+    if not fds:
+        time.sleep(timeout or 0)
         return []
     return select.select(fds, [], [], timeout)[0]
 
 
 class Plugin:
-    """Reads audit records, filters, formats and hands notifications on.
+    """Reads audit records, filters, digests, formats and spools them, and
+    lets the Sender deliver the spool.
 
-    Signal handlers only set flags and wake the loop through a self-pipe
-    (signal.set_wakeup_fd), as auditd-plugins(5) asks.  The loop blocks in
-    select() with no timeout unless auparse or the outlet is waiting for
-    something: an idle plugin uses no CPU.  EOF or SIGTERM: flush what
-    auparse holds, let the outlet finish, log the totals, return 0.
+    Reading never waits on delivery.  Signal handlers only set flags and
+    wake the loop through a self-pipe (signal.set_wakeup_fd), as
+    auditd-plugins(5) asks.  The loop blocks in select() with no timeout
+    unless something is due: an idle plugin uses no CPU.  New notifications
+    are committed to the spool in one transaction per burst of input,
+    before the loop blocks again.  EOF or SIGTERM: flush what auparse and
+    the digests hold, let the sender finish, log the totals, return 0.
     """
 
-    def __init__(self, config: Config, rules: RuleSet, auparse, outlet, counters: Counters,
-                 reload: Callable[[], Tuple[Config, RuleSet]] = None, clock=time.monotonic,
-                 wait=_select, hostname: str = ""):
+    def __init__(self, config: Config, rules: RuleSet, auparse, sink, counters: Counters,
+                 sender: Optional[Sender] = None, reload: Callable[[], Tuple[Config, RuleSet]] = None,
+                 clock=time.monotonic, wall=time.time, wait=_select, hostname: str = ""):
         self.config = config
         self.rules = rules
-        self.outlet = outlet
+        self.sink = sink
+        self.sender = sender
         self.counters = counters
+        self.digester = Digester(config.digest_after, config.digest_window)
         self._reload_source = reload
         self._clock = clock
+        self._wall = wall
         self._wait = wait
         self.reader = EventReader(auparse, self._on_event, counters, hostname, config.eoe_timeout)
         self.stopping = False
         self.reload_requested = False
         self._last_age = clock()
+        self._dirty_since: Optional[float] = None
+        self._next_report = clock() + STATS_INTERVAL
+        self._next_bounds = clock()
+
+    # -- events -------------------------------------------------------------
 
     def _on_event(self, event: Event):
         try:
             if not self.rules.wanted(event):
                 self.counters.filtered += 1
                 return
-            notification = format_event(event)
+            alone, closed = self.digester.offer(event)
+            for summary in closed:
+                self._accept(summary, digest=True)
+            if alone:
+                self.counters.notified += 1
+                self._accept(format_event(event))
+            else:
+                self.counters.digested += 1
         except Exception:  # noqa: BLE001 - one odd event must not stop the plugin
             self.counters.problem("could not format an event", exc_info=True)
-            return
-        self.outlet.submit(notification)
+
+    def _accept(self, notification: Notification, digest: bool = False):
+        self.sink.add(notification)
+        self.counters.digests += digest
+        if self._dirty_since is None:
+            self._dirty_since = self._clock()
+
+    def _close_digests(self, everything: bool):
+        """Summaries of windows that are over: by event time as events
+        arrive, by the wall clock when the stream is quiet, all at the end."""
+        closed = self.digester.close_all() if everything else self.digester.due(self._wall())
+        for summary in closed:
+            self._accept(summary, digest=True)
+
+    def commit(self):
+        """Make what was accepted durable, with the counters and digest state."""
+        if isinstance(self.sink, Spool) and self.sender is not None:
+            self.sink.set_state("counters", json.dumps(self.counters.snapshot()))
+            self.sink.set_state("digests", self.digester.snapshot())
+            self.sink.set_state("pid", str(os.getpid()))
+            self.sink.set_state("updated", str(self._wall()))
+        self.sink.commit()
+        self._dirty_since = None
+
+    # -- signals ------------------------------------------------------------
 
     def request_stop(self, *_):
         self.stopping = True
@@ -1603,27 +1876,43 @@ class Plugin:
             log.error("reload failed, keeping the previous config and rules: %s", exc)
             return
         self.config, self.rules = config, rules
-        if isinstance(self.outlet, Courier):
-            self.outlet.config = config
+        self.digester.after, self.digester.window = config.digest_after, config.digest_window
+        if self.sender is not None:
+            self.sender.config = replace(config, state_dir=self.sender.config.state_dir)
         log.info("reloaded %s: %d blacklist rules, %d allow-list rules",
                  config.source, len(rules.deny), len(rules.allow))
 
+    # -- the loop -----------------------------------------------------------
+
     def _timeout(self) -> Optional[float]:
-        timeouts = []
+        now = self._clock()
+        times = [self._next_report]
         if self.reader.pending():
-            timeouts.append(IDLE_TICK)
-        deadline = self.outlet.deadline()
-        if deadline is not None:
-            timeouts.append(max(0.0, deadline - self._clock()))
-        return min(timeouts) if timeouts else None
+            times.append(now + IDLE_TICK)
+        if self.digester.windows:
+            end = min(w.start for w in self.digester.windows.values()) + self.digester.window
+            times.append(now + max(0.0, end - self._wall()))
+        if self.sender is not None:
+            deadline = self.sender.deadline()
+            if deadline is not None:
+                times.append(deadline)
+        return max(0.0, min(times) - now)
 
     def run(self, fd: int, wakeup_fd: Optional[int] = None) -> bool:
         """Process one input until EOF (True) or a stop request (False)."""
         while not self.stopping:
             if self.reload_requested:
                 self.reload()
-            watch = [fd] + ([wakeup_fd] if wakeup_fd is not None else []) + self.outlet.fds()
-            ready = self._wait(watch, self._timeout())
+            sender_fds = self.sender.fds() if self.sender else []
+            watch = [fd] + ([wakeup_fd] if wakeup_fd is not None else []) + sender_fds
+            if self._dirty_since is not None:
+                # More input right now?  Then group it into this transaction.
+                ready = self._wait(watch, 0)
+                if fd not in ready or self._clock() - self._dirty_since >= COMMIT_DELAY:
+                    self.commit()
+                    ready = self._wait(watch, self._timeout()) if not ready else ready
+            else:
+                ready = self._wait(watch, self._timeout())
             if wakeup_fd is not None and wakeup_fd in ready:
                 _drain(wakeup_fd)
             if fd in ready:
@@ -1637,18 +1926,57 @@ class Plugin:
                 if not data:
                     return True
                 self.reader.feed(data)
-            now = self._clock()
-            if (fd not in ready or now - self._last_age >= IDLE_TICK) and self.reader.pending():
-                self._last_age = now
-                self.reader.age()
-            self.outlet.step(ready)
+            self._tick(fd in ready)
+            if self.sender is not None:
+                self.sender.step(ready)
         return False
 
+    def _tick(self, got_input: bool):
+        now = self._clock()
+        if (not got_input or now - self._last_age >= IDLE_TICK) and self.reader.pending():
+            self._last_age = now
+            self.reader.age()
+        if not got_input and self.digester.windows:
+            self._close_digests(everything=False)
+        if isinstance(self.sink, Spool) and now >= self._next_bounds:
+            self._next_bounds = now + BOUNDS_INTERVAL
+            self._enforce_bounds()
+        if now >= self._next_report:
+            self._next_report = now + STATS_INTERVAL
+            log.info("%s", self.report())
+
+    def _enforce_bounds(self):
+        dropped = self.sink.enforce_bounds()
+        if dropped:
+            self.counters.dropped += dropped
+            log.error("spool limit reached (%d MB, %d h): dropped the %d oldest, least important notifications",
+                      self.config.spool_max_mb, self.config.spool_max_age_hours, dropped)
+            self._accept(Notification(
+                body="⚠️ audit-notify dropped %d older notifications: its spool reached its limit" % dropped,
+                html="⚠️ <b>audit-notify dropped %d older notifications</b>: its spool reached its limit" % dropped,
+                fields={"dropped": str(dropped)}, timestamp=self._wall(), priority=1))
+
+    def report(self) -> str:
+        text = self.counters.line()
+        if isinstance(self.sink, Spool):
+            depth, oldest = self.sink.depth()
+            age = self._wall() - oldest if oldest else 0
+            text += " spooled=%d oldest=%.0fs" % (depth, age)
+        return text
+
     def finish(self, at_eof: bool):
-        """Emit what auparse still holds and give the outlet its time."""
+        """Emit what auparse and the digests hold, commit, let the sender
+        work for its time, log the totals."""
         self.reader.flush()
-        self.outlet.stop(EOF_DRAIN_SECONDS if at_eof else SHUTDOWN_GRACE, self._wait)
-        log.info("exiting: %s", self.counters.line())
+        self._close_digests(everything=True)
+        self.commit()
+        if self.sender is not None:
+            self.sender.stop(EOF_DRAIN_SECONDS if at_eof else SHUTDOWN_GRACE, self._wait)
+        if isinstance(self.sink, Spool):
+            self.commit()
+        c = self.counters
+        log.info("exiting: %s; events %d = filtered %d + sent alone %d + digested %d",
+                 self.report(), c.events, c.filtered, c.notified, c.digested)
 
 
 def _drain(fd: int):
@@ -1797,6 +2125,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="send nothing; print each notification")
     parser.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per line")
     parser.add_argument("--check", action="store_true", help="validate the setup and say what is wrong")
+    parser.add_argument("--status", action="store_true",
+                        help="print the spool and counters of the running plugin, read-only")
     parser.add_argument("files", nargs="*", metavar="FILE", help="audit logs to read instead of stdin")
     args = parser.parse_args(argv)
     if args.json and not args.dry_run:
@@ -1830,37 +2160,99 @@ def _install_signals(plugin: Plugin) -> Tuple[int, int]:
     return read_end, write_end
 
 
+def spool_path(config: Config) -> str:
+    return os.path.join(config.spool_dir, "spool.sqlite3")
+
+
+def open_spool(config: Config) -> Tuple[Spool, bool]:
+    """Open the spool (directory 0700, files 0600) and try to take its
+    lock.  Without the lock another plugin is running on it: this one may
+    add to the spool but leaves sending to that one (one matrix-commander
+    per store)."""
+    old = os.umask(0o077)
+    try:
+        os.makedirs(config.spool_dir, mode=0o700, exist_ok=True)
+        spool = Spool(spool_path(config), config.spool_max_mb << 20, config.spool_max_age_hours * 3600)
+        lock = os.open(os.path.join(config.spool_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except (OSError, sqlite3.Error) as exc:
+        raise Error("cannot open the spool in %s: %s" % (config.spool_dir, exc)) from None
+    finally:
+        os.umask(old)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return spool, False
+    return spool, True  # the lock fd stays open (and locked) until exit
+
+
+def print_status(config: Config, out) -> int:
+    """--status: the spool and the running plugin's counters, read-only."""
+    path = spool_path(config)
+    if not os.path.exists(path):
+        out.write("no spool at %s: the plugin has not run with this config\n" % path)
+        return 1
+    status = spool_status(path)
+    now = time.time()
+    state = status["state"]
+    pid = int(state.get("pid", "0") or 0)
+    running = pid > 0 and os.path.exists("/proc/%d" % pid)
+    oldest = "%.0f s ago" % (now - status["oldest"]) if status["oldest"] else "-"
+    out.write("spool: %s\n" % path)
+    out.write("spooled: %d notifications, %d bytes, oldest accepted %s\n" % (status["depth"], status["bytes"], oldest))
+    out.write("dead letters: %d\n" % status["dead"])
+    out.write("plugin: pid %d, %s; state saved %.0f s ago\n" % (
+        pid, "running" if running else "not running", now - float(state.get("updated", now))))
+    counters = json.loads(state.get("counters", "{}"))
+    problems = counters.pop("problems", {})
+    out.write("counters: %s\n" % " ".join("%s=%s" % item for item in counters.items()))
+    for kind, count in sorted(problems.items()):
+        out.write("problem: %s: %d\n" % (kind, count))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.check:
         return 1 if check(args.config, sys.stdout) else 0
     try:
         config = load_config(args.config)
+        if args.status:
+            return print_status(config, sys.stdout)
         rules = load_ruleset(config)
         auparse = import_auparse()
         if args.dry_run:
             setup_logging(Config(), to_stderr=False, syslog_socket="")
         else:
             setup_logging(config, to_stderr=sys.stderr.isatty())
+        counters = Counters()
+        sender = None
+        if args.dry_run:
+            sink = Printer(sys.stdout, args.json, counters)
+        else:
+            sink, owner = open_spool(config)
+            sender = Sender(config, sink, counters) if owner else None
     except Error as exc:
         sys.stderr.write("audit-notify: %s\n" % exc)
         return 1
-    counters = Counters()
-    if args.dry_run:
-        outlet = Printer(sys.stdout, args.json, counters)
-    else:
-        outlet = Courier(config, counters)
 
     def reload():
         new = load_config(args.config)
         return new, load_ruleset(new)
 
     hostname = config.hostname or socket.gethostname()
-    plugin = Plugin(config, rules, auparse, outlet, counters, reload=reload, hostname=hostname)
+    plugin = Plugin(config, rules, auparse, sink, counters, sender=sender, reload=reload, hostname=hostname)
+    if sender is not None:
+        plugin.digester.restore(sink.state("digests"))
     wakeup = _install_signals(plugin)
+    if args.dry_run:
+        mode = "dry run"
+    elif sender is None:
+        mode = "another audit-notify (pid %s) owns the spool and sends what this one adds" % sink.state("pid", "?")
+    else:
+        mode = "spool %s, sending with %s" % (config.spool_dir, config.matrix_commander)
     log.info("started: config %s, %d blacklist and %d allow-list rules, %s",
-             config.source, len(rules.deny), len(rules.allow),
-             "dry run" if args.dry_run else "sending with %s" % config.matrix_commander)
+             config.source, len(rules.deny), len(rules.allow), mode)
     at_eof = True
     try:
         for fd in _open_inputs(args.files):
@@ -1870,10 +2262,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Error as exc:
         log.error("%s", exc)
         sys.stderr.write("audit-notify: %s\n" % exc)
-        plugin.finish(at_eof=False)
-        return 1
+        at_eof = False
     plugin.finish(at_eof)
-    return 0
+    if isinstance(sink, Spool):
+        sink.close()
+    return 0 if at_eof or plugin.stopping else 1
 
 
 if __name__ == "__main__":

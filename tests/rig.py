@@ -35,17 +35,22 @@ class Rig:
     def write_config(self, extra=""):
         self.config.write_text(
             "matrix_commander = %s\ncredentials = %s/creds.json\nstore = %s/store\nroom = #audit:localhost\n"
-            "blacklist = %s\nlog_file = %s\nstate_dir = %s/state\n%s"
-            % (self.mc, self.dir, self.dir, self.blacklist, self.log, self.dir, extra))
+            "blacklist = %s\nlog_file = %s\nstate_dir = %s/state\nspool_dir = %s/spool\nmax_messages_per_minute = 0\n%s"
+            % (self.mc, self.dir, self.dir, self.blacklist, self.log, self.dir, self.dir, extra))
 
     def mode(self, mode):
         (self.mc_dir / "mode").write_text(mode)
 
     def calls(self):
+        """What the stand-in was given, one dict per event it read."""
         path = self.mc_dir / "calls.jsonl"
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def bodies(self, mode="ok"):
+        """The bodies of the events the stand-in acknowledged."""
+        return [json.loads(c["event"])["content"]["body"] for c in self.calls() if c["mode"] == mode]
 
     def start(self, *args):
         return subprocess.Popen([sys.executable, SCRIPT, "--config", str(self.config)] + list(args),

@@ -2,7 +2,6 @@
 dispatcher feeds them to audit_notify.py through plugins.d, and a recording
 stand-in for matrix-commander shows what would have been sent."""
 
-import json
 import os
 
 import pytest
@@ -15,7 +14,7 @@ pytestmark = [pytest.mark.auditd, pytest.mark.skipif(_reason is not None, reason
 
 
 def _bodies(rig):
-    return [json.loads(call["stdin"])["content"]["body"] for call in rig.calls()]
+    return rig.bodies()
 
 
 @pytest.mark.parametrize("log_format", ["RAW", "ENRICHED"])
@@ -53,5 +52,5 @@ def test_plugin_runs_with_auditds_empty_environment(tmp_path):
     with private_auditd(tmp_path, plugin_path=SCRIPT, plugin_args=("--config=%s" % rig.config,)) as auditd:
         auditd.user_message("an-env-marker")
         rig.wait_for(lambda: any("an-env-marker" in b for b in _bodies(rig)), "the user message")
-    call = [c for c in rig.calls() if "an-env-marker" in c["stdin"]][0]
+    call = [c for c in rig.calls() if "an-env-marker" in c["event"]][0]
     assert call["home"] == "%s/state" % tmp_path
