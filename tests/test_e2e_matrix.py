@@ -1,0 +1,120 @@
+"""End to end against a real homeserver: the plugin sends through the real
+matrix-commander to a real Synapse on 127.0.0.1, and a matrix-nio client
+receives and decrypts.  Marked ``matrix`` (and ``auditd`` where a real
+auditd makes the events)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from corpus import DATA, corpus, read
+from matrix_env import matrix_world
+from rig import SCRIPT, WAIT
+
+pytestmark = pytest.mark.matrix
+SSH = ("fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh")
+
+
+class Plugin:
+    """audit_notify.py configured for a MatrixWorld's bot and room."""
+
+    def __init__(self, world, tmp_path, extra="digest_after = 0\nmax_messages_per_minute = 0\n"):
+        self.dir = tmp_path / "plugin"
+        for sub in ("state", "log"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.config = self.dir / "audit-notify.conf"
+        self.log = self.dir / "log" / "audit-notify.log"
+        self.config.write_text(
+            "matrix_commander = %s\ncredentials = %s\nstore = %s\nroom = %s\nstate_dir = %s\n"
+            "spool_dir = %s\nlog_file = %s\n%s" % (
+                world.mc_binary, world.creds_path, world.store_dir, world.room_alias, self.dir / "state",
+                self.dir / "spool", self.log, extra))
+
+    def start(self):
+        return subprocess.Popen([sys.executable, SCRIPT, "--config", str(self.config)], stdin=subprocess.PIPE)
+
+    def log_text(self):
+        return self.log.read_text() if self.log.exists() else ""
+
+    def exit_line(self):
+        lines = [line for line in self.log_text().splitlines() if "exiting:" in line]
+        return lines[-1] if lines else ""
+
+
+@pytest.fixture
+def world(tmp_path):
+    with matrix_world(tmp_path) as world:
+        yield world
+
+
+def test_notifications_arrive_encrypted_readable_and_inert(world, tmp_path):
+    plugin = Plugin(world, tmp_path)
+    process = plugin.start()
+    process.communicate(read(corpus(*SSH)), timeout=WAIT * 4)
+    assert process.returncode == 0
+    messages = world.receiver.wait_for_messages(11, timeout=WAIT * 2)
+    assert len(messages) == 11
+    for message in messages:
+        assert message["wire_type"] == "m.room.encrypted"
+        assert message["algorithm"] == "m.megolm.v1.aes-sha2"
+        assert message["decrypted"]
+        assert message["sender"] == world.bot_mxid
+        assert message["content"]["format"] == "org.matrix.custom.html"
+        assert message["content"]["m.mentions"] == {}
+        assert "<" not in message["body"]
+    headlines = [m["body"].split("\n")[0] for m in messages]
+    assert "❌ Failed SSH login for root from 173.242.116.187 on %s" % os.uname().nodename in headlines
+    html = [m["formatted_body"] for m in messages if m["body"].startswith("❌ Failed SSH login for root")][0]
+    assert "<b>Failed SSH login for <code>root</code> from <code>173.242.116.187</code>" in html
+    # In the order the events came, and each once.
+    serials = [re.search(r"#(\d+) at", m["body"]).group(1) for m in messages]
+    assert len(set(serials)) == 11
+    assert "sent=11 retried=0 failed=0" in plugin.exit_line()
+
+
+def _collect_until(receiver, bodies, timeout):
+    """Messages until every one of ``bodies`` has arrived (or timeout)."""
+    got = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not set(bodies) <= {m["body"] for m in got}:
+        got += receiver.wait_for_messages(1, timeout=max(0.1, end - time.monotonic()))
+    return got + receiver.drain()
+
+
+def _spooled_bodies(plugin):
+    import sqlite3
+
+    db = sqlite3.connect("file:%s?mode=ro" % (plugin.dir / "spool" / "spool.sqlite3"), uri=True)
+    try:
+        return [json.loads(row[0])["body"] for row in db.execute("SELECT content FROM outbox ORDER BY id")]
+    finally:
+        db.close()
+
+
+def test_sigkill_mid_stream_loses_nothing_accepted(world, tmp_path):
+    plugin = Plugin(world, tmp_path)
+    process = plugin.start()
+    process.stdin.write(read(os.path.join(DATA, "debian12-sample.log")))
+    process.stdin.flush()
+    before = world.receiver.wait_for_messages(5, timeout=WAIT * 2)  # some went out
+    process.kill()
+    process.wait()
+    left = _spooled_bodies(plugin)
+    assert left, "the kill came after everything was sent; nothing was tested"
+    again = plugin.start()
+    again.communicate(b"", timeout=WAIT * 4)
+    assert again.returncode == 0
+    after = _collect_until(world.receiver, left, WAIT * 2)
+    bodies = [m["body"] for m in after]
+    # Everything accepted arrives: what was delivered before the kill, plus
+    # all that was in the spool.  At most the one in flight comes twice.
+    missing = [body for body in left if body not in bodies]
+    assert missing == [], (len(missing), len(left), len(bodies), missing[:2], bodies[:2])
+    assert len(before) + len(after) - len(set(m["body"] for m in before + after)) <= 1
+    assert "spooled=0" in plugin.exit_line()
