@@ -27,6 +27,7 @@ import argparse
 import errno
 import fcntl
 import fnmatch
+import functools
 import glob
 import html
 import json
@@ -290,6 +291,7 @@ NORMALIZED_FIELDS = (
 )
 # Added by this plugin.
 EXTRA_FIELDS = ("node", "serial", "key", "argv", "records")
+_EVENT_LEVEL = frozenset(NORMALIZED_FIELDS + EXTRA_FIELDS)
 
 
 @dataclass
@@ -310,8 +312,12 @@ class Event:
         return self.fields.get(name, default)
 
     def values(self, name: str) -> List[str]:
-        """Every value of a field in the event, for rule matching."""
-        found = [self.fields[name]] if name in self.fields else []
+        """Every value of a field in the event, for rule matching.  The
+        event-level fields (``type`` is the first record's, as in the
+        original) have one; a raw field has one per record that has it."""
+        if name in _EVENT_LEVEL:
+            return [self.fields[name]] if name in self.fields else []
+        found = []
         for _, fields in self.records:
             value = fields.get(name)
             if value is not None and value not in found:
@@ -352,60 +358,64 @@ def _type_name(au) -> str:
         return "UNKNOWN[%d]" % au.get_type()
 
 
+def _read_fields(au) -> Dict[str, str]:
+    """The current record's fields by name, interpreted; the first of a
+    repeated name wins.  This is the hot loop of the plugin: the plain
+    calls go first, the careful ones only where they raise."""
+    if not au.first_field():
+        return {}
+    pairs = []
+    name_of, interpret, next_field = au.get_field_name, au.interpret_field, au.next_field
+    while True:
+        try:
+            pairs.append((name_of(), interpret()))
+        except (UnicodeDecodeError, RuntimeError):
+            pairs.append((_text(au.get_field_name), _interpret(au)))
+        if not next_field():
+            break
+    fields = dict(reversed(pairs))  # reversed: the first of a repeated name wins
+    fields.pop(None, None)
+    fields.pop("", None)
+    return fields
+
+
 def _read_records(au) -> List[Tuple[str, Dict[str, str]]]:
     records = []
     au.first_record()
     while True:
         rtype = _type_name(au)
-        fields: Dict[str, str] = {}
-        if rtype != "EOE" and au.first_field():
-            while True:
-                name = _text(au.get_field_name)
-                if name and name not in fields:
-                    fields[name] = _interpret(au)
-                if not au.next_field():
-                    break
         if rtype != "EOE":
-            records.append((rtype, fields))
+            records.append((rtype, _read_fields(au)))
         if not au.next_record():
             break
     return records
 
 
 def _normalized(au, auparse) -> Dict[str, str]:
-    """The original script's fields, computed the same way."""
+    """The original script's fields, computed the same way: subjects read
+    "value = field" ("system" for an unset primary), objects "field = value",
+    and "n/a" where the normalizer has nothing."""
     out: Dict[str, str] = {}
     if au.aup_normalize(auparse.NORM_OPT_NO_ATTRS):
         out["error"] = "Error normalizing"
         return out
-
-    def attempt(name, call):
+    for name, call in (("kind", au.aup_normalize_get_event_kind), ("action", au.aup_normalize_get_action),
+                       ("object_kind", au.aup_normalize_object_kind), ("how", au.aup_normalize_how)):
         try:
             out[name] = _text(call)
         except RuntimeError:
             out[name] = "n/a"
-
-    def located(name, finder, subject):
-        if finder():
-            value, field_name = _interpret(au), _text(au.get_field_name)
-            if subject:
-                out[name] = "%s = %s" % ("system" if value == "unset" else value, field_name)
-            else:
-                out[name] = "%s = %s" % (field_name, value)
-
-    attempt("kind", au.aup_normalize_get_event_kind)
     if au.aup_normalize_session():
         out["session"] = _interpret(au)
-    located("primary_subject", au.aup_normalize_subject_primary, True)
-    located("secondary_subject", au.aup_normalize_subject_secondary, True)
-    attempt("action", au.aup_normalize_get_action)
-    located("primary_object", au.aup_normalize_object_primary, False)
-    located("secondary_object", au.aup_normalize_object_secondary, False)
-    attempt("object_kind", au.aup_normalize_object_kind)
-    attempt("how", au.aup_normalize_how)
-    if out.get("secondary_subject", "").startswith("system = "):
-        # The original only mapped "unset" to "system" for the primary.
-        out["secondary_subject"] = "unset" + out["secondary_subject"][len("system"):]
+    for name, finder in (("primary_subject", au.aup_normalize_subject_primary),
+                         ("secondary_subject", au.aup_normalize_subject_secondary),
+                         ("primary_object", au.aup_normalize_object_primary),
+                         ("secondary_object", au.aup_normalize_object_secondary)):
+        if finder():
+            value, field_name = _interpret(au), _text(au.get_field_name)
+            if name == "primary_subject" and value == "unset":
+                value = "system"
+            out[name] = "%s = %s" % ((value, field_name) if name.endswith("subject") else (field_name, value))
     return out
 
 
@@ -435,10 +445,26 @@ def _argv(records) -> str:
     return " ".join(_shell_word(w) for w in words)
 
 
+_SHELL_SAFE = re.compile(r"[\w@%+=:,./-]+")
+
+
 def _shell_word(word: str) -> str:
-    if word and re.fullmatch(r"[\w@%+=:,./-]+", word):
+    if word and _SHELL_SAFE.fullmatch(word):
         return word
     return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
+@functools.lru_cache(maxsize=64)
+def _second_text(sec: int) -> Tuple[str, str]:
+    return time.strftime("%a %b %d %H:%M:%S", time.localtime(sec)), time.strftime("%Y", time.localtime(sec))
+
+
+def _stamp_text(stamp) -> str:
+    """str(AuEvent), the original's "time" field, made once per second
+    rather than once per event (it is a quarter of the parsing time)."""
+    clock, year = _second_text(stamp.sec)
+    host = _text(lambda: stamp.host) or "(null)"
+    return "%s.%d %s serial=%d host=%s" % (clock, stamp.milli, year, stamp.serial, host)
 
 
 class Malformed(Exception):
@@ -451,7 +477,7 @@ def event_from_parser(au, auparse, default_node: str) -> Event:
     if stamp is None:
         raise Malformed("a record without type= and msg=audit(...)")
     records = _read_records(au)
-    fields = {"type": records[0][0] if records else _type_name(au), "time": _text(str, stamp)}
+    fields = {"type": records[0][0] if records else _type_name(au), "time": _stamp_text(stamp)}
     fields.update(_normalized(au, auparse))
     if "result" not in fields:
         res = next((f["res"] for _, f in records if "res" in f), None)
@@ -459,9 +485,11 @@ def event_from_parser(au, auparse, default_node: str) -> Event:
             fields["result"] = res
     fields["node"] = _text(lambda: stamp.host) or default_node
     fields["serial"] = str(stamp.serial)
-    for _, record_fields in records:
-        for name, value in record_fields.items():
-            fields.setdefault(name, value)
+    raw: Dict[str, str] = {}
+    for _, record_fields in reversed(records):  # so that the first record's value wins
+        raw.update(record_fields)
+    raw.update(fields)
+    fields = raw
     if fields.get("key") in ("(null)", "(none)"):
         del fields["key"]
     argv = _argv(records)
@@ -603,20 +631,17 @@ class Condition:
     name: str
     op: str
     value: str
-    pattern: Optional["re.Pattern"] = None
+    pattern: Optional["re.Pattern"] = None  # for ~ (a translated glob) and =~
 
     def matches(self, event: Event) -> bool:
-        negate = self.op.startswith("!")
-        hit = any(self._test(v) for v in event.values(self.name))
-        return hit != negate
-
-    def _test(self, value: str) -> bool:
-        op = self.op.lstrip("!")
-        if op == "=":
-            return value == self.value
-        if op == "~":
-            return fnmatch.fnmatchcase(value, self.value)
-        return self.pattern.search(value) is not None
+        values = event.values(self.name)
+        if self.op in ("=", "!="):
+            hit = self.value in values
+        elif self.op.endswith("=~"):
+            hit = any(self.pattern.search(v) for v in values)
+        else:
+            hit = any(self.pattern.match(v) for v in values)
+        return hit != (self.op[0] == "!")
 
 
 @dataclass(frozen=True)
@@ -667,6 +692,8 @@ def parse_rule(line: str, where: str) -> Rule:
                 pattern = re.compile(value)
             except re.error as exc:
                 raise Error("%s: bad regular expression %r: %s" % (where, value, exc)) from None
+        elif op.endswith("~"):
+            pattern = re.compile(fnmatch.translate(value))
         conditions.append(Condition(name, op, value, pattern))
         position = found.end()
     return Rule(tuple(conditions), where)
@@ -700,11 +727,33 @@ class RuleSet:
 
     deny: Tuple[Rule, ...] = ()
     allow: Tuple[Rule, ...] = ()
+    # Rules indexed by the record type they require (type=X), so that an
+    # event is tested only against the rules that can match it.
+    _index: tuple = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_index", (_by_type(self.deny), _by_type(self.allow)))
 
     def wanted(self, event: Event) -> bool:
-        if self.allow and not any(r.matches(event) for r in self.allow):
+        deny, allow = self._index
+        if self.allow and not _any_matches(allow, event):
             return False
-        return not any(r.matches(event) for r in self.deny)
+        return not _any_matches(deny, event)
+
+
+def _by_type(rules: Tuple[Rule, ...]) -> Tuple[Dict[str, List[Rule]], List[Rule]]:
+    by_type: Dict[str, List[Rule]] = {}
+    other = []
+    for rule in rules:
+        rtype = next((c.value for c in rule.conditions if c.name == "type" and c.op == "="), None)
+        (by_type.setdefault(rtype, []) if rtype is not None else other).append(rule)
+    return by_type, other
+
+
+def _any_matches(index, event: Event) -> bool:
+    by_type, other = index
+    return (any(r.matches(event) for r in by_type.get(event.fields.get("type"), ()))
+            or any(r.matches(event) for r in other))
 
 
 def load_ruleset(config: Config) -> RuleSet:
@@ -736,17 +785,12 @@ def clean(text: str, limit: int = MAX_VALUE_CHARS) -> str:
     a full-width ``＠`` so that neither ``@room`` nor ``@user:server`` can
     mention anyone, and the length is capped.
     """
-    out = []
-    for char in text[: limit + 1]:
-        if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
-            out.append(_escape_char(char))
-        elif char == "@":
-            out.append("\uff20")
-        else:
-            out.append(char)
-    result = "".join(out)
+    result = text[:limit]
+    if not result.isprintable() or "@" in result:  # else nothing to do: the common case, fast
+        result = "".join(_escape_char(c) if unicodedata.category(c) in _INVISIBLE_CATEGORIES
+                         else "\uff20" if c == "@" else c for c in result)
     if len(text) > limit:
-        result = result[:limit] + "… (%d more characters)" % (len(text) - limit)
+        result += "… (%d more characters)" % (len(text) - limit)
     return result
 
 
@@ -1811,7 +1855,6 @@ class Plugin:
         self.reader = EventReader(auparse, self._on_event, counters, hostname, config.eoe_timeout)
         self.stopping = False
         self.reload_requested = False
-        self._last_age = clock()
         self._dirty_since: Optional[float] = None
         self._next_report = clock() + STATS_INTERVAL
         self._next_bounds = clock()
@@ -1933,8 +1976,9 @@ class Plugin:
 
     def _tick(self, got_input: bool):
         now = self._clock()
-        if (not got_input or now - self._last_age >= IDLE_TICK) and self.reader.pending():
-            self._last_age = now
+        # Age events only when input pauses: auparse ages by the wall clock,
+        # so aging while an old log streams in would cut events in two.
+        if not got_input and self.reader.pending():
             self.reader.age()
         if not got_input and self.digester.windows:
             self._close_digests(everything=False)
