@@ -1440,9 +1440,10 @@ SENDER_SLOTS = 100
 SENDER_MAX_AGE = 3600.0
 # How long matrix-commander may take from start to reading its first event.
 SENDER_START_TIMEOUT = 120.0
-# Retry delays after a failed send: 1 s, doubling, at most 5 minutes.
+# Retry delays after a failed send: 1 s, doubling, at most a minute (so a
+# homeserver back from an outage is used again within a minute).
 BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 300.0
+BACKOFF_MAX = 60.0
 # How often to check whether matrix-commander has opened the FIFO.
 POLL_INTERVAL = 0.02
 # How often the swap thread looks for matrix-commander's pid file.

@@ -1,0 +1,148 @@
+"""Never block auditd, never lose an event, never flood the room: a real
+auditd makes the events, the plugin sends them through the real
+matrix-commander to a real Synapse, and the homeserver is stopped, frozen,
+or flooded on purpose.  Slow (minutes): they wait for real outages."""
+
+import re
+import subprocess
+import time
+
+import pytest
+
+from auditd_env import auditd_unavailable_reason, private_auditd
+from matrix_env import matrix_world
+from rig import SCRIPT
+from test_e2e_matrix import Plugin
+
+_reason = auditd_unavailable_reason()
+pytestmark = [pytest.mark.matrix, pytest.mark.auditd, pytest.mark.skipif(_reason is not None, reason=_reason or "")]
+
+
+@pytest.fixture
+def world(tmp_path):
+    with matrix_world(tmp_path) as world:
+        yield world
+
+
+def _markers(messages, prefix):
+    return [m.group(0) for m in (re.search(prefix + r"-\d+", msg["body"]) for msg in messages) if m]
+
+
+def _collect(receiver, prefix, count, timeout):
+    """Messages until ``count`` distinct markers have arrived."""
+    got = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and len(set(_markers(got, prefix))) < count:
+        got += receiver.wait_for_messages(1, timeout=max(0.1, min(5, end - time.monotonic())))
+    return got
+
+
+def _wait(seconds, step=None):
+    """Let real time pass (the outage itself), doing ``step`` each second."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if step:
+            step()
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+
+
+def test_homeserver_down_for_60_s_loses_nothing(world, tmp_path):
+    plugin = Plugin(world, tmp_path)
+    sent = []
+
+    with private_auditd(tmp_path, plugin_path=SCRIPT, plugin_args=("--config=%s" % plugin.config,)) as auditd:
+        def emit():
+            sent.append("an-down-%03d" % len(sent))
+            auditd.user_message(sent[-1])
+
+        for _ in range(3):
+            emit()
+        first = _collect(world.receiver, "an-down", 3, 60)
+        assert len(set(_markers(first, "an-down"))) == 3
+        world.homeserver.stop()
+        _wait(60, emit)  # events keep coming while it is down
+        world.homeserver.start()
+        received = first + _collect(world.receiver, "an-down", len(sent) - 3, 180)
+        report = auditd.state_report()
+    assert sorted(set(_markers(received, "an-down"))) == sorted(sent)
+    assert report["plugin queue overflow detected"] == "no"
+    log = plugin.log_text()
+    assert log.count("sending failed:") == 1 and "delivery resumed after" in log
+
+
+def test_frozen_homeserver_hangs_nothing(world, tmp_path):
+    plugin = Plugin(world, tmp_path, extra="digest_after = 0\nmax_messages_per_minute = 0\nsend_timeout = 10\n")
+    sent = []
+
+    def status_records():
+        out = subprocess.run(["/usr/bin/python3", SCRIPT, "--config", str(plugin.config), "--status"],
+                             capture_output=True, text=True).stdout
+        found = re.search(r"records=(\d+)", out)
+        return int(found.group(1)) if found else 0
+
+    with private_auditd(tmp_path, plugin_path=SCRIPT, plugin_args=("--config=%s" % plugin.config,)) as auditd:
+        def emit():
+            sent.append("an-frozen-%03d" % len(sent))
+            auditd.user_message(sent[-1])
+
+        emit()
+        first = _collect(world.receiver, "an-frozen", 1, 60)
+        assert _markers(first, "an-frozen") == ["an-frozen-000"]
+        world.homeserver.freeze()
+        try:
+            before = status_records()
+            _wait(30, emit)
+            # The plugin kept reading and spooling while the homeserver hung.
+            assert status_records() >= before + 25
+        finally:
+            world.homeserver.thaw()
+        received = first + _collect(world.receiver, "an-frozen", len(sent) - 1, 240)
+        report = auditd.state_report()
+    assert sorted(set(_markers(received, "an-frozen"))) == sorted(sent)
+    assert report["plugin queue overflow detected"] == "no"
+
+
+def _wait_for_exit(plugin, timeout=30):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not plugin.exit_line():
+        time.sleep(0.1)
+    return plugin.exit_line()
+
+
+def _execs(log_text):
+    """execve events of the flood rule in auditd's own log."""
+    return sum(1 for line in log_text.split("\n") if line.startswith("type=SYSCALL") and 'key="an-flood"' in line)
+
+
+def test_a_flood_of_20000_commands_is_digested_and_capped(world, tmp_path):
+    cap, after = 10, 15
+    plugin = Plugin(world, tmp_path, extra="digest_after = %d\ndigest_window = 60\nmax_messages_per_minute = %d\n"
+                    % (after, cap))
+    true = tmp_path / "an-flood-true"
+    subprocess.run(["cp", "/bin/true", str(true)], check=True)
+    rule = "-a always,exit -F arch=b64 -S execve -F path=%s -k an-flood" % true
+    with private_auditd(tmp_path, plugin_path=SCRIPT, plugin_args=("--config=%s" % plugin.config,),
+                        rules=[rule]) as auditd:
+        subprocess.run(["/bin/sh", "-c", 'i=0; while [ $i -lt 20000 ]; do %s; i=$((i+1)); done' % true], check=True)
+        kernel_events = auditd.wait_for(lambda text: _execs(text) >= 20000 and text, timeout=120)
+        report = auditd.state_report()
+        digest = []
+        end = time.monotonic() + 400
+        received = []
+        while time.monotonic() < end and not digest:
+            received += world.receiver.wait_for_messages(1, timeout=5)
+            digest = [m for m in received if m["body"].startswith("🔁") and "an-flood" in m["body"]]
+    execs = _execs(kernel_events)
+    assert report["plugin queue overflow detected"] == "no"
+    alone = [m for m in received if m["body"].startswith("✅ Command: %s by root (rule an-flood)" % true)]
+    assert len(alone) == after and len(digest) == 1
+    folded = int(re.match(r"🔁 \+([\d,]+) more", digest[0]["body"]).group(1).replace(",", ""))
+    assert len(alone) + folded == execs == 20000
+    # The plugin accounts for every event it read.
+    line = _wait_for_exit(plugin)
+    numbers = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.split(";")[0])}
+    assert numbers["events"] == numbers["filtered"] + numbers["notified"] + numbers["digested"]
+    assert numbers["digested"] == folded
+    # Never more than the cap in any minute, by the homeserver's own clock.
+    stamps = sorted(m["origin_server_ts"] / 1000.0 for m in received)
+    assert max(sum(1 for t in stamps if start <= t < start + 60) for start in stamps) <= cap
