@@ -74,9 +74,11 @@ AUPARSE_PACKAGE_HINT = (
 )
 # Bytes read from stdin at a time: one pipe buffer.
 READ_SIZE = 65536
-# How long an idle plugin waits before asking auparse to emit events whose
-# EOE never came; only used while auparse holds something back.
-IDLE_TICK = 0.5
+# How long input must pause before the events held back are emitted (the
+# newest event, in case more of its records come; events whose EOE never
+# came).  Only used while something is held: it is most of the latency of
+# a lone event, and the records of one event arrive within milliseconds.
+IDLE_TICK = 0.1
 # Synapse rejects events over 65,536 bytes; after Megolm encryption and JSON
 # framing the largest plain ASCII message that got through was 48,336 bytes
 # (measured, MATRIX-TESTING.md).  body and formatted_body travel together.
@@ -1430,11 +1432,11 @@ def spool_status(path: str) -> Dict[str, object]:
 # Delivery: one long-lived matrix-commander, fed one event at a time
 # ---------------------------------------------------------------------------
 
-# Events per matrix-commander process.  Each process starts one Megolm
+# Events per matrix-commander process.  Each process starts a Megolm
 # session (~1.4 KB that every later start loads; the original started one
-# per message and its store reached 13 MB), and a fresh process is the only
-# way devices added to the room since the last one get keys.
-SENDER_SLOTS = 100
+# per message and its store reached 13 MB) and rotates it every 100
+# messages on its own; a restart costs about a second of sending.
+SENDER_SLOTS = 1000
 # An idle matrix-commander is replaced after this long, so that a phone
 # added to the room can read new notifications within the hour.
 SENDER_MAX_AGE = 3600.0
@@ -1444,8 +1446,12 @@ SENDER_START_TIMEOUT = 120.0
 # homeserver back from an outage is used again within a minute).
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
-# How often to check whether matrix-commander has opened the FIFO.
+# How often to check whether matrix-commander has exited, or finished
+# starting up.
 POLL_INTERVAL = 0.02
+# How often, with notifications waiting, to check whether matrix-commander
+# has opened the FIFO again after its last event (a few milliseconds).
+READER_POLL = 0.002
 # How often the swap thread looks for matrix-commander's pid file.
 SWAP_POLL = 0.003
 # matrix-commander's error codes for a failed event send (E143 bad JSON,
@@ -1559,7 +1565,7 @@ class Sender:
         if self._inflight is not None:
             return self._inflight_deadline
         if self._spool.peek() is not None:
-            return max(now + (POLL_INTERVAL if self._waiting_reader else 0.0), self._next_try,
+            return max(now + (READER_POLL if self._waiting_reader else 0.0), self._next_try,
                        self._rate_free_at())
         return child.started + SENDER_MAX_AGE
 

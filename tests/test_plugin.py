@@ -66,7 +66,7 @@ def test_sends_each_event_once_through_one_matrix_commander_and_exits_0_at_eof(r
         # One process for all of them; no audit text in argv, only our FIFO's path.
         assert call["argv"] == [
             "--credentials", "%s/creds.json" % rig.dir, "--store", "%s/store" % rig.dir, "--log-level", "ERROR",
-            "ERROR", "--print-event-id", "--room", "#audit:localhost", "--event"] + [fifo] * 100
+            "ERROR", "--print-event-id", "--room", "#audit:localhost", "--event"] + [fifo] * audit_notify.SENDER_SLOTS
         event = json.loads(call["event"])
         assert event["type"] == "m.room.message"
         assert event["content"]["format"] == "org.matrix.custom.html"

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Delivery benchmarks against a real Synapse on 127.0.0.1, decrypted by a
+matrix-nio client; events from a real auditd.  Prints figures, asserts
+nothing (the tests assert behaviour; this measures it).
+
+    sudo tests/bench/bench_delivery.py [--latency 60] [--throughput-seconds 70] [--idle 60]
+
+latency     kernel timestamp of a record (auditctl -m, one a second) to the
+            receiver holding the decrypted message: p50, p95
+throughput  notifications delivered and decrypted per second, sustained
+            (the plugin fed the real execve log from make_execve_log.py, so
+            the spool is always full), and matrix-commander store growth
+            per 1,000 notifications
+idle        CPU seconds used by the plugin and its matrix-commander while
+            auditd is quiet
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
+sys.path.insert(0, TESTS)
+
+from auditd_env import private_auditd  # noqa: E402
+from matrix_env import matrix_world  # noqa: E402
+from test_e2e_matrix import Plugin  # noqa: E402
+
+SCRIPT = os.path.join(os.path.dirname(TESTS), "audit_notify.py")
+FAST = "digest_after = 0\nmax_messages_per_minute = 0\n"
+
+
+def wall(message):
+    """The receiver's monotonic receive time as wall-clock time."""
+    return time.time() - (time.monotonic() - message["received"])
+
+
+def dir_bytes(path):
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def latency(count, tmp):
+    with matrix_world(tmp / "lat") as world:
+        plugin = Plugin(world, tmp / "lat", extra=FAST)
+        with private_auditd(tmp / "lat", plugin_path=SCRIPT, plugin_args=("--config=%s" % plugin.config,)) as ad:
+            world.receiver.wait_for_messages(5, timeout=5)  # let it start, skip auditd's own events
+            markers, got = [], []
+            for i in range(count):
+                markers.append("an-lat-%03d" % i)
+                ad.user_message(markers[-1])
+                # Receive while the next second passes: the receive time is
+                # when the sync that carried the message returned.
+                end = time.monotonic() + 1.0
+                while time.monotonic() < end:
+                    got += world.receiver.wait_for_messages(1, timeout=max(0.01, end - time.monotonic()))
+            end = time.monotonic() + 60
+            while time.monotonic() < end and len({m for m in markers if any(m in g["body"] for g in got)}) < count:
+                got += world.receiver.wait_for_messages(1, timeout=2)
+            log = ad.log_text()
+    stamps = {}
+    for line in log.split("\n"):
+        found = re.search(r"msg=audit\((\d+\.\d+):\d+\).*text=(an-lat-\d+)", line)
+        if found:
+            stamps[found.group(2)] = float(found.group(1))
+    delays = []
+    for message in got:
+        found = re.search(r"an-lat-\d+", message["body"])
+        if found and found.group(0) in stamps:
+            delays.append(wall(message) - stamps[found.group(0)])
+    delays.sort()
+    print("latency: %d events a second apart, %d received: p50 %.3f s, p95 %.3f s, max %.3f s"
+          % (count, len(delays), statistics.median(delays), delays[int(0.95 * (len(delays) - 1))], delays[-1]))
+
+
+def throughput(seconds, tmp, log):
+    with open(log, "rb") as handle:
+        data = handle.read()
+    with matrix_world(tmp / "tp") as world:
+        plugin = Plugin(world, tmp / "tp", extra=FAST)
+        store_before = dir_bytes(world.store_dir)
+        process = subprocess.Popen(["/usr/bin/python3", SCRIPT, "--config", str(plugin.config)],
+                                   stdin=subprocess.PIPE)
+        process.stdin.write(data)
+        process.stdin.flush()
+        got = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            got += world.receiver.wait_for_messages(200, timeout=1)
+        process.terminate()
+        process.wait()
+        got += world.receiver.drain()
+        store_after = dir_bytes(world.store_dir)
+    decrypted = [m for m in got if m["decrypted"]]
+    # Steady state: from the 10th message on (matrix-commander is warm).
+    times = sorted(wall(m) for m in decrypted)[10:]
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    per_thousand = (store_after - store_before) * 1000.0 / max(1, len(decrypted))
+    print("throughput: %d notifications decrypted over %.0f s: %.1f per second sustained"
+          % (len(decrypted), times[-1] - times[0], rate))
+    print("store growth: %d bytes for %d notifications: %.0f bytes per 1,000 (store now %d bytes)"
+          % (store_after - store_before, len(decrypted), per_thousand, store_after))
+    return rate
+
+
+def reference(seconds, tmp):
+    """matrix-commander's own streaming mode (-m _: plain lines, no HTML,
+    no m.mentions) at full speed, on the same machine in the same run."""
+    with matrix_world(tmp / "ref") as world:
+        env = world.mc_env()
+        process = subprocess.Popen(world.mc_command("--log-level", "ERROR", "ERROR", "-m", "_"),
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+        lines = "".join("an-ref-%05d plain reference line\n" % i for i in range(int(seconds * 60)))
+        import threading
+        feeder = threading.Thread(target=lambda: (process.stdin.write(lines.encode()), process.stdin.close()))
+        feeder.start()
+        got = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            got += world.receiver.wait_for_messages(200, timeout=1)
+        process.kill()
+        process.wait()
+        feeder.join()
+    times = sorted(wall(m) for m in got if m["decrypted"])[10:]
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    print("reference, matrix-commander -m _ streaming: %d messages decrypted over %.0f s: %.1f per second"
+          % (len(times) + 10, times[-1] - times[0], rate))
+    return rate
+
+
+def idle(seconds, tmp):
+    with matrix_world(tmp / "idle") as world:
+        plugin = Plugin(world, tmp / "idle")
+        with private_auditd(tmp / "idle", plugin_path=SCRIPT, plugin_args=("--config=%s" % plugin.config,)) as ad:
+            world.receiver.wait_for_messages(1, timeout=15)
+            time.sleep(5)
+            [plugin_pid] = ad.plugin_pids()
+            children = subprocess.run(["pgrep", "-P", str(plugin_pid)], capture_output=True, text=True).stdout.split()
+            pids = [plugin_pid] + [int(c) for c in children]
+            before = [cpu_seconds(p) for p in pids]
+            time.sleep(seconds)
+            after = [cpu_seconds(p) for p in pids]
+    print("idle %d s: plugin used %.2f s of CPU, matrix-commander %.2f s"
+          % (seconds, after[0] - before[0], sum(after[1:]) - sum(before[1:])))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=int, default=60, metavar="EVENTS")
+    parser.add_argument("--throughput-seconds", type=int, default=70)
+    parser.add_argument("--idle", type=int, default=60, metavar="SECONDS")
+    parser.add_argument("--log", default="/var/tmp/audit-notify-bench/execve.log")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.latency:
+            latency(args.latency, tmp)
+        if args.throughput_seconds:
+            ours = throughput(args.throughput_seconds, tmp, args.log)
+            base = reference(args.throughput_seconds, tmp)
+            print("throughput ratio, audit-notify / matrix-commander streaming: %.2f" % (ours / base))
+        if args.idle:
+            idle(args.idle, tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
