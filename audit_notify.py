@@ -34,6 +34,7 @@ import json
 import logging
 import logging.handlers
 import os
+import pwd
 import re
 import select
 import signal
@@ -142,6 +143,7 @@ class Config:
     max_messages_per_minute: int = 30
     digest_after: int = 5
     digest_window: float = 60.0
+    user: str = "audit-notify"
     source: str = "(built-in defaults)"
 
 
@@ -224,8 +226,10 @@ def legacy_config(root: str = "/") -> Optional[Config]:
     legacy = os.path.join(root, LEGACY_DIR.lstrip("/"))
     if not os.path.isfile(os.path.join(legacy, "credentials.json")):
         return None
+    # The original ran everything as root, with root's files: keep that
+    # (with a warning at start) until the admin moves to a config of its own.
     values = dict(credentials=os.path.join(legacy, "credentials.json"), store=os.path.join(legacy, "store"),
-                  state_dir=legacy)
+                  state_dir=legacy, spool_dir=os.path.join(legacy, "spool"), user="root")
     if os.path.isfile(os.path.join(legacy, "blacklist")):
         values["blacklist"] = os.path.join(legacy, "blacklist")
     old_mc = os.path.join(root, LEGACY_MATRIX_COMMANDER.lstrip("/"))
@@ -2083,6 +2087,134 @@ def setup_logging(config: Config, to_stderr: bool, syslog_socket: str = "/dev/lo
 
 
 # ---------------------------------------------------------------------------
+# Privileges: the files we trust, and the user we become
+# ---------------------------------------------------------------------------
+#
+# auditd starts the plugin as root.  Once it has checked its config and
+# rule files, opened its log and made its directories, it becomes the
+# unprivileged `user` for good (no capabilities, no_new_privs), before it
+# reads a byte of audit data or starts matrix-commander, which therefore
+# runs as that user too.  What it keeps: its stdin from auditd, the log
+# file it opened, and files owned by that user (spool, state, the bot's
+# credentials and store).  Signals from auditd (root) still reach it.
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+
+
+def lookup_user(name: str) -> Account:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise Error("user %r (config key user) does not exist: create it with "
+                    "'useradd --system --home-dir /var/lib/audit-notify --shell /usr/sbin/nologin %s', "
+                    "or set user = root" % (name, name)) from None
+    return Account(name, entry.pw_uid, entry.pw_gid)
+
+
+def check_trusted(path: str, what: str):
+    """A file that tells a root process what to do (config, rules) must be
+    owned by root (or by whoever runs us) and writable by nobody else."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise Error("cannot check %s %s: %s" % (what, path, exc)) from None
+    if st.st_uid not in (0, os.geteuid()):
+        raise Error("refusing %s %s: it is owned by uid %d, not root, so that user controls the plugin "
+                    "(chown root %s)" % (what, path, st.st_uid, path))
+    if st.st_mode & 0o022:
+        raise Error("refusing %s %s: mode %o lets group or others change it (chmod go-w %s)"
+                    % (what, path, stat.S_IMODE(st.st_mode), path))
+
+
+def check_config_files(config: Config):
+    if os.path.isfile(config.source):
+        check_trusted(config.source, "config")
+    for what, path in (("blacklist", config.blacklist), ("allow-list", config.allowlist)):
+        if path:
+            check_trusted(path, what)
+
+
+def secure_private(path: str, account: Account, what: str) -> List[str]:
+    """The bot's credentials (access token) and store (encryption keys):
+    owned by the delivering user, 0600 files, 0700 directories.
+    matrix-commander creates them world-readable; we fix that and say so,
+    and refuse what another user owns.  Returns what was fixed."""
+    fixed = []
+    if not os.path.exists(path):
+        raise Error("%s %s does not exist: log the bot in first (see README, 'Matrix setup')" % (what, path))
+    todo = [path]
+    if os.path.isdir(path):
+        todo += [os.path.join(top, name) for top, dirs, files in os.walk(path) for name in dirs + files]
+    for item in todo:
+        st = os.lstat(item)
+        if stat.S_ISLNK(st.st_mode):
+            raise Error("refusing %s: %s is a symbolic link" % (what, item))
+        if st.st_uid != account.uid:
+            if st.st_uid != 0 or os.geteuid() != 0:
+                raise Error("refusing %s: %s is owned by uid %d, not by %s (uid %d)"
+                            % (what, item, st.st_uid, account.name, account.uid))
+            os.chown(item, account.uid, account.gid)
+            fixed.append("%s now owned by %s" % (item, account.name))
+        wanted = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(item, wanted)
+            fixed.append("%s was mode %o, now %o" % (item, stat.S_IMODE(st.st_mode), wanted))
+    return fixed
+
+
+def private_dir(path: str, account: Account) -> List[str]:
+    """Spool and state: 0700, owned by the user; never under a directory
+    that everyone may write (/tmp), where another user could plant files."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(parent) and os.stat(parent).st_mode & stat.S_IWOTH:
+        raise Error("refusing %s: its directory %s is writable by everyone" % (path, parent))
+    fixed = []
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o700)
+    st = os.stat(path)
+    if (st.st_uid, st.st_gid) != (account.uid, account.gid) and os.geteuid() == 0:
+        os.chown(path, account.uid, account.gid)
+        fixed.append("%s now owned by %s" % (path, account.name))
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+        fixed.append("%s was mode %o, now 700" % (path, stat.S_IMODE(st.st_mode)))
+    return fixed
+
+
+def drop_privileges(account: Account):
+    """Become ``account`` for good: no groups, no capabilities, and no way
+    back through set-uid programs (PR_SET_NO_NEW_PRIVS)."""
+    if os.geteuid() != account.uid:
+        if os.geteuid() != 0:
+            raise Error("running as uid %d: run as root (auditd does) or as %s" % (os.geteuid(), account.name))
+        os.setgroups([])
+        os.setgid(account.gid)
+        os.setuid(account.uid)
+    PR_SET_NO_NEW_PRIVS = 38
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def prepare(config: Config) -> List[str]:
+    """Everything done as root before dropping privileges; returns what
+    had to be fixed, for the log."""
+    check_config_files(config)
+    account = lookup_user(config.user)
+    fixed = secure_private(config.credentials, account, "credentials")
+    fixed += secure_private(config.store, account, "store")
+    for path in (config.state_dir, config.spool_dir):
+        fixed += private_dir(path, account)
+    drop_privileges(account)
+    return fixed
+
+
+# ---------------------------------------------------------------------------
 # --check
 # ---------------------------------------------------------------------------
 
@@ -2266,29 +2398,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.check:
         return 1 if check(args.config, sys.stdout) else 0
+    fixed: List[str] = []
     try:
         config = load_config(args.config)
         if args.status:
             return print_status(config, sys.stdout)
         rules = load_ruleset(config)
         auparse = import_auparse()
-        if args.dry_run:
-            setup_logging(Config(), to_stderr=False, syslog_socket="")
-        else:
-            setup_logging(config, to_stderr=sys.stderr.isatty())
         counters = Counters()
         sender = None
         if args.dry_run:
+            setup_logging(Config(), to_stderr=False, syslog_socket="")
             sink = Printer(sys.stdout, args.json, counters)
         else:
+            setup_logging(config, to_stderr=sys.stderr.isatty())
+            fixed = prepare(config)
             sink, owner = open_spool(config)
             sender = Sender(config, sink, counters) if owner else None
     except Error as exc:
         sys.stderr.write("audit-notify: %s\n" % exc)
+        if log.handlers:
+            log.error("not started: %s", exc)
         return 1
 
     def reload():
         new = load_config(args.config)
+        if not args.dry_run:
+            check_config_files(new)
         return new, load_ruleset(new)
 
     hostname = config.hostname or socket.gethostname()
@@ -2304,6 +2440,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         mode = "spool %s, sending with %s" % (config.spool_dir, config.matrix_commander)
     log.info("started: config %s, %d blacklist and %d allow-list rules, %s",
              config.source, len(rules.deny), len(rules.allow), mode)
+    for what in fixed:
+        log.warning("fixed permissions: %s", what)
+    if not args.dry_run and config.user == "root":
+        log.warning("running as root, and so does matrix-commander: set user = audit-notify (see README)")
     at_eof = True
     try:
         for fd in _open_inputs(args.files):

@@ -29,13 +29,16 @@ class Rig:
         self.blacklist = tmp_path / "blacklist"
         self.blacklist.write_text("")
         (tmp_path / "state").mkdir()
+        # The bot's login, as matrix-commander leaves it (world-readable).
+        (tmp_path / "creds.json").write_text("{}")
+        (tmp_path / "store").mkdir()
         self.config = tmp_path / "audit-notify.conf"
         self.write_config(extra)
 
     def write_config(self, extra=""):
         self.config.write_text(
             "matrix_commander = %s\ncredentials = %s/creds.json\nstore = %s/store\nroom = #audit:localhost\n"
-            "blacklist = %s\nlog_file = %s\nstate_dir = %s/state\nspool_dir = %s/spool\nmax_messages_per_minute = 0\n%s"
+            "blacklist = %s\nlog_file = %s\nstate_dir = %s/state\nspool_dir = %s/spool\nmax_messages_per_minute = 0\nuser = root\n%s"
             % (self.mc, self.dir, self.dir, self.blacklist, self.log, self.dir, self.dir, extra))
 
     def mode(self, mode):

@@ -32,7 +32,7 @@ class Plugin:
         self.log = self.dir / "log" / "audit-notify.log"
         self.config.write_text(
             "matrix_commander = %s\ncredentials = %s\nstore = %s\nroom = %s\nstate_dir = %s\n"
-            "spool_dir = %s\nlog_file = %s\n%s" % (
+            "spool_dir = %s\nlog_file = %s\nuser = root\n%s" % (
                 world.mc_binary, world.creds_path, world.store_dir, world.room_alias, self.dir / "state",
                 self.dir / "spool", self.log, extra))
 
