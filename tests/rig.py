@@ -38,8 +38,9 @@ class Rig:
     def write_config(self, extra=""):
         self.config.write_text(
             "matrix_commander = %s\ncredentials = %s/creds.json\nstore = %s/store\nroom = #audit:localhost\n"
-            "blacklist = %s\nlog_file = %s\nstate_dir = %s/state\nspool_dir = %s/spool\nmax_messages_per_minute = 0\nuser = root\n%s"
-            % (self.mc, self.dir, self.dir, self.blacklist, self.log, self.dir, self.dir, extra))
+            "blacklist = %s\nlog_file = %s\nstate_dir = %s/state\nspool_dir = %s/spool\nmax_messages_per_minute = 0\n%s%s"
+            % (self.mc, self.dir, self.dir, self.blacklist, self.log, self.dir, self.dir,
+               "" if "user =" in extra else "user = root\n", extra))
 
     def mode(self, mode):
         (self.mc_dir / "mode").write_text(mode)
