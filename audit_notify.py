@@ -37,6 +37,7 @@ import os
 import pwd
 import re
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -518,6 +519,7 @@ class Counters:
     digests: int = 0     # digest summaries accepted
     sent: int = 0        # messages the homeserver acknowledged
     retried: int = 0     # failed send attempts, retried later
+    rate_limited: int = 0  # of those, refused by the homeserver's rate limit
     failed: int = 0      # messages given up on (dead letters)
     dropped: int = 0     # messages dropped at the spool's bounds
     errors: int = 0
@@ -1756,6 +1758,7 @@ class Sender:
         if item is not None:
             self._spool.attempt_failed(item.id)
             self._counters.retried += 1
+            self._counters.rate_limited += "M_LIMIT_EXCEEDED" in reason
         self._failures += 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
         self._next_try = now + delay
@@ -2215,83 +2218,476 @@ def prepare(config: Config) -> List[str]:
 
 
 # ---------------------------------------------------------------------------
-# --check
+# Doctor (--check), one-shot sends, setup and uninstall
 # ---------------------------------------------------------------------------
 
+# Where setup installs, under --root (README, "Install").
+INSTALL_PATHS = {
+    "executable": "/usr/local/sbin/audit-notify",
+    "config_dir": "/etc/audit-notify",
+    "state_dir": "/var/lib/audit-notify",
+    "plugins_d": "/etc/audit/plugins.d/matrix-notifications.conf",
+}
+# A matrix-commander store past this size makes every start slow (the
+# original's stopped sending at 13 MB).
+STORE_WARN_BYTES = 5 << 20
 
-def check(config_path: Optional[str], out, root: str = "/", run=subprocess.run) -> int:
-    """Validate everything the plugin needs and say plainly what is wrong.
-    Returns the number of failures."""
-    failures = 0
 
-    def report(ok: Optional[bool], text: str):
-        nonlocal failures
-        failures += ok is False
-        out.write("%-4s %s\n" % ({True: "ok", False: "FAIL", None: "warn"}[ok], text))
+def run_as(account: Optional[Account]) -> dict:
+    """subprocess arguments that run a child as ``account`` (when we are root)."""
+    if account is None or os.geteuid() != 0 or account.uid == 0:
+        return {}
+    return {"user": account.uid, "group": account.gid, "extra_groups": []}
 
+
+def send_once(config: Config, content: dict, account: Optional[Account], run=subprocess.run) -> Tuple[bool, str]:
+    """Send one event with a one-shot matrix-commander (setup's test message,
+    --check --send-test); True and the event id, or False and why."""
+    event = json.dumps({"type": "m.room.message", "content": content}).encode("utf-8")
+    argv = matrix_commander_argv(config, "-")[:-SENDER_SLOTS - 1] + ["--event", "-"]
+    env = {"HOME": config.state_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
     try:
-        config = load_config(config_path, root)
-        report(True, "config: %s" % config.source)
-    except Error as exc:
-        report(False, "config: %s" % exc)
-        return failures
+        result = run(argv, input=event, capture_output=True, timeout=config.send_timeout, env=env,
+                     cwd=config.state_dir, start_new_session=True, **run_as(account))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    out = result.stdout.decode("utf-8", "replace").split()
+    if result.returncode == 0 and out and out[0].startswith("$"):
+        return True, out[0]
+    return False, _first_error_line(result.stderr.decode("utf-8", "replace")) or "exit code %d" % result.returncode
+
+
+def _first_error_line(text: str) -> str:
+    for line in text.splitlines():
+        if _MC_ERROR.search(line) or "rror" in line:
+            return line.strip()[:300]
+    return ""
+
+
+def matrix_api(homeserver: str, path: str, token: str, timeout: float = 10.0) -> Tuple[int, dict]:
+    """GET a client-server API path with the bot's token: (status, JSON)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(homeserver.rstrip("/") + path, headers={"Authorization": "Bearer " + token})
     try:
-        rules = load_ruleset(config)
-        report(True, "rules: %d blacklist, %d allow-list (%s)" % (
-            len(rules.deny), len(rules.allow), config.blacklist or "no blacklist"))
-    except Error as exc:
-        report(False, "rules: %s" % exc)
-    try:
-        module = import_auparse()
-        report(True, "auparse: %s" % getattr(module, "__file__", "built in"))
-    except Error as exc:
-        report(False, str(exc))
-    mc = config.matrix_commander
-    if not (os.path.isfile(mc) and os.access(mc, os.X_OK)):
-        report(False, "matrix-commander: %s is not an executable file (install it with pipx, "
-                      "then set matrix_commander = PATH)" % mc)
-    else:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
+class Doctor:
+    """--check: everything the plugin needs, one line each (ok, warn or
+    FAIL) with the fix.  The exit code is the number of failures."""
+
+    def __init__(self, out, root: str = "/", run=subprocess.run):
+        self.out, self.root, self.run = out, root, run
+        self.failures = 0
+
+    def say(self, level: str, text: str):
+        self.failures += level == "FAIL"
+        self.out.write("%-4s %s\n" % (level, text))
+
+    def check(self, config_path: Optional[str], send_test: bool = False) -> int:
         try:
-            result = run([mc, "--version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-            version = result.stdout.decode("utf-8", "replace").strip().splitlines()
-            report(result.returncode == 0, "matrix-commander: %s %s" % (mc, version[-1] if version else ""))
+            config = load_config(config_path, self.root)
+            check_config_files(config)
+            self.say("ok", "config: %s" % config.source)
+            rules = load_ruleset(config)
+            self.say("ok", "rules: %d blacklist, %d allow-list" % (len(rules.deny), len(rules.allow)))
+        except Error as exc:
+            self.say("FAIL", str(exc))
+            return self.failures
+        account = self._guard(lambda: lookup_user(config.user))
+        if config.user == "root":
+            self.say("warn", "user = root: matrix-commander runs as root (set user = audit-notify, run setup)")
+        elif account:
+            self.say("ok", "user: %s (uid %d)" % (account.name, account.uid))
+        auparse = self._guard(import_auparse)
+        if auparse:
+            self.say("ok", "auparse: %s" % auparse.__file__)
+        self._matrix_commander(config)
+        for path, what in ((config.credentials, "credentials"), (config.store, "store")):
+            self._private(path, what, account)
+        self._store_size(config.store)
+        self._room(config)
+        self._spool(config)
+        self._plugins_d(config_path or DEFAULT_CONFIG)
+        self._selinux()
+        if send_test:
+            ok, detail = send_once(config, test_content("--check --send-test"), account, self.run)
+            self.say("ok" if ok else "FAIL", "test notification: %s" % (
+                "accepted by the homeserver as %s" % detail if ok else "not sent: %s" % detail))
+        return self.failures
+
+    def _guard(self, call):
+        try:
+            return call()
+        except Error as exc:
+            self.say("FAIL", str(exc))
+            return None
+
+    def _matrix_commander(self, config: Config):
+        path = config.matrix_commander
+        if not os.access(path, os.X_OK):
+            self.say("FAIL", "matrix-commander: %s is not executable: pipx install matrix-commander "
+                             "(README, Install), or set matrix_commander" % path)
+            return
+        try:
+            result = self.run([path, "--version"], capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+            text = (result.stdout + result.stderr).decode("utf-8", "replace")
         except (OSError, subprocess.TimeoutExpired) as exc:
-            report(False, "matrix-commander: %s does not run: %s" % (mc, exc))
-    _check_secret_file(config.credentials, "credentials", report)
-    _check_secret_dir(config.store, "store", report)
-    if config.log_file:
-        parent = os.path.dirname(config.log_file)
-        if os.path.isdir(parent) and os.stat(parent).st_mode & stat.S_IWOTH:
-            report(False, "log_file: %s is in a world-writable directory" % config.log_file)
+            self.say("FAIL", "matrix-commander: %s does not run: %s" % (path, exc))
+            return
+        found = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+        if not found:
+            self.say("FAIL", "matrix-commander: %s --version says %r" % (path, text.strip()[:100]))
+        elif int(found.group(1)) < 8:
+            self.say("warn", "matrix-commander %s: tested with 8.0.6; upgrade: pipx upgrade matrix-commander"
+                     % found.group(0))
         else:
-            report(True, "log_file: %s" % config.log_file)
-    else:
-        report(True, "logging to syslog")
-    return failures
+            self.say("ok", "matrix-commander %s: %s" % (found.group(0), path))
 
-
-def _check_secret_file(path: str, what: str, report):
-    try:
+    def _private(self, path: str, what: str, account: Optional[Account]):
+        if not os.path.exists(path):
+            self.say("FAIL", "%s: %s is missing: run audit-notify setup (or log in, README)" % (what, path))
+            return
         st = os.stat(path)
-    except OSError as exc:
-        report(False, "%s: %s (log the bot in with matrix-commander --login, see README)" % (what, exc))
-        return
-    if st.st_mode & 0o077:
-        report(False, "%s: %s is mode %o; it holds an access token: chmod 600 %s"
-               % (what, path, stat.S_IMODE(st.st_mode), path))
-    else:
-        report(True, "%s: %s" % (what, path))
+        mode, wanted = stat.S_IMODE(st.st_mode), 0o700 if os.path.isdir(path) else 0o600
+        problems = []
+        if account and st.st_uid != account.uid:
+            problems.append("owned by uid %d, not %s" % (st.st_uid, account.name))
+        if mode & 0o077:
+            problems.append("mode %o, not %o" % (mode, wanted))
+        if problems:
+            self.say("warn", "%s: %s is %s; the plugin fixes this at start (or: chown %s %s; chmod %o %s)"
+                     % (what, path, " and ".join(problems), config_user(account), path, wanted, path))
+        else:
+            self.say("ok", "%s: %s" % (what, path))
+
+    def _store_size(self, store: str):
+        size = sum(os.path.getsize(os.path.join(top, f)) for top, _d, files in os.walk(store) for f in files)
+        sessions = 0
+        for path in glob.glob(os.path.join(store, "*.db")):
+            with _suppress(sqlite3.Error):
+                db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+                for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE "
+                                           "'%session%'").fetchall():
+                    sessions += db.execute('SELECT COUNT(*) FROM "%s"' % table).fetchone()[0]
+                db.close()
+        level = "warn" if size > STORE_WARN_BYTES else "ok"
+        self.say(level, "store size: %d KB, %d encryption sessions%s" % (
+            size >> 10, sessions, "; every matrix-commander start loads them all: log the bot in again with a "
+                                  "new store (README, Troubleshooting)" if level == "warn" else ""))
+
+    def _room(self, config: Config):
+        try:
+            with open(config.credentials) as handle:
+                creds = json.load(handle)
+            server, token, mxid = creds["homeserver"], creds["access_token"], creds["user_id"]
+        except (OSError, ValueError, KeyError) as exc:
+            self.say("FAIL", "room: cannot read the bot's credentials: %s" % exc)
+            return
+        room = config.room or creds.get("room_id", "")
+        try:
+            if room.startswith("#"):
+                from urllib.parse import quote
+
+                status, answer = matrix_api(server, "/_matrix/client/v3/directory/room/" + quote(room), token)
+                if status != 200:
+                    self.say("FAIL", "room: alias %s does not resolve on %s (HTTP %d)" % (room, server, status))
+                    return
+                room_id = answer["room_id"]
+            else:
+                room_id = room
+            status, members = matrix_api(server, "/_matrix/client/v3/rooms/%s/joined_members" % room_id, token)
+            enc_status, encryption = matrix_api(
+                server, "/_matrix/client/v3/rooms/%s/state/m.room.encryption/" % room_id, token)
+            limit_status, limits = matrix_api(
+                server, "/_synapse/admin/v1/users/%s/override_ratelimit" % mxid, token)
+        except (OSError, ValueError) as exc:
+            self.say("FAIL", "room: homeserver %s unreachable: %s" % (server, exc))
+            return
+        if status != 200 or mxid not in members.get("joined", {}):
+            self.say("FAIL", "room: %s is not joined by %s: matrix-commander --room-join '%s'" % (room, mxid, room))
+        elif enc_status != 200:
+            self.say("FAIL", "room: %s is not end-to-end encrypted: enable encryption in its settings" % room)
+        else:
+            self.say("ok", "room: %s joined, encrypted (%s)" % (room, encryption.get("algorithm", "?")))
+        if limit_status == 200 and limits.get("messages_per_second") == 0:
+            self.say("ok", "rate limit: lifted for %s" % mxid)
+        elif limit_status == 200 and limits:
+            self.say("warn", "rate limit for %s: %s" % (mxid, limits))
+        else:
+            cap = config.max_messages_per_minute
+            self.say("ok" if 0 < cap <= 12 else "warn",
+                     "rate limit: cannot read it as %s; Synapse's default allows 12 messages a minute (burst 10) "
+                     "and max_messages_per_minute is %s: %s" % (mxid, cap or "no cap",
+                     "within it" if 0 < cap <= 12 else "ask the server admin to lift it (README, Matrix setup)"))
+
+    def _spool(self, config: Config):
+        path = spool_path(config)
+        if not os.path.exists(path):
+            self.say("ok", "spool: none yet at %s" % path)
+            return
+        status = spool_status(path)
+        age = time.time() - status["oldest"] if status["oldest"] else 0
+        counters = json.loads(status["state"].get("counters", "{}"))
+        level = "warn" if age > 3600 or status["dead"] or counters.get("rate_limited") else "ok"
+        self.say(level, "spool: %d waiting, oldest %.0f s, %d dead letters, %d sends refused for rate limit"
+                 % (status["depth"], age, status["dead"], counters.get("rate_limited", 0)))
+
+    def _plugins_d(self, config_path: str):
+        entries = []
+        for path in glob.glob(os.path.join(self.root, "etc/audit/plugins.d/*.conf")):
+            with _suppress(OSError):
+                with open(path) as handle:
+                    entry = dict(line.split("=", 1) for line in handle.read().splitlines()
+                                 if "=" in line and not line.lstrip().startswith("#"))
+                entry = {k.strip(): v.strip() for k, v in entry.items()}
+                if "audit-notify" in entry.get("path", "") or "audit_notify" in entry.get("path", ""):
+                    entries.append((path, entry))
+        if not entries:
+            self.say("FAIL", "plugins.d: no entry runs audit-notify: run audit-notify setup")
+            return
+        for path, entry in entries:
+            problems = ["%s is %r" % (k, entry.get(k)) for k, v in (("active", "yes"), ("direction", "out"),
+                                                                    ("format", "string")) if entry.get(k) != v]
+            if entry.get("args", "").replace("=", " ").split() != ["--config", config_path]:
+                problems.append("args is %r, not '--config %s'" % (entry.get("args"), config_path))
+            st = os.stat(path)
+            if st.st_uid != 0 or st.st_mode & 0o022:
+                problems.append("the file must be root's and not writable by others")
+            exe = entry.get("path", "")
+            if not os.path.isfile(exe) or os.stat(exe).st_uid != 0 or os.stat(exe).st_mode & 0o022:
+                problems.append("path %s must be a root-owned executable nobody else can write" % exe)
+            self.say("FAIL" if problems else "ok", "plugins.d: %s%s" % (path, ": " + "; ".join(problems)
+                                                                           if problems else ""))
+
+    def _selinux(self):
+        if not os.path.exists("/sys/fs/selinux/enforce"):
+            self.say("ok", "SELinux: not enabled")
+            return
+        modules = self.run(["semodule", "-l"], capture_output=True).stdout.decode()
+        if re.search(r"^audit_notify\b", modules, re.M):
+            self.say("ok", "SELinux: module audit_notify loaded")
+        else:
+            self.say("FAIL", "SELinux is on but the audit_notify module is not loaded: see selinux/README.md")
 
 
-def _check_secret_dir(path: str, what: str, report):
-    if not os.path.isdir(path):
-        report(False, "%s: %s is not a directory (matrix-commander creates it at login)" % (what, path))
+def config_user(account: Optional[Account]) -> str:
+    return account.name if account else "USER"
+
+
+def test_content(where: str) -> dict:
+    host = socket.gethostname()
+    body = "✅ audit-notify works on %s (%s)" % (host, where)
+    return {"msgtype": "m.text", "body": body, "format": "org.matrix.custom.html",
+            "formatted_body": html.escape(body), "m.mentions": {}}
+
+
+@dataclass
+class Answers:
+    """What setup needs to know; asked for interactively when missing."""
+
+    homeserver: str = ""
+    bot: str = ""
+    password: str = ""
+    access_token: str = ""
+    device: str = ""
+    room: str = ""
+    user: str = "audit-notify"
+    matrix_commander: str = "/usr/local/bin/matrix-commander"
+
+
+class Setup:
+    """`audit-notify setup` / `uninstall`: every step idempotent, every
+    step said.  Paths are under ``root`` (tests install into a directory)."""
+
+    def __init__(self, answers: Answers, root: str, out, run=subprocess.run):
+        self.answers, self.root, self.out, self.run = answers, root, out, run
+        self.paths = {k: os.path.join(root, v.lstrip("/")) for k, v in INSTALL_PATHS.items()}
+        config_dir, state = self.paths["config_dir"], self.paths["state_dir"]
+        self.config_path = os.path.join(config_dir, "audit-notify.conf")
+        self.config = Config(matrix_commander=answers.matrix_commander,
+                             credentials=os.path.join(config_dir, "credentials.json"),
+                             store=os.path.join(state, "store"), room=answers.room,
+                             blacklist=os.path.join(config_dir, "blacklist"), state_dir=state,
+                             spool_dir=os.path.join(state, "spool"), user=answers.user, source=self.config_path)
+
+    def say(self, text: str):
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def install(self, send_test: bool = True) -> int:
+        account = self._user()
+        self._dirs(account)
+        self._executable()
+        self._config()
+        self._login(account)
+        self._join(account)
+        self._plugin_entry()
+        if send_test:
+            ok, detail = send_once(self.config, test_content("setup"), account, self.run)
+            if not ok:
+                raise Error("the test notification was not sent: %s" % detail)
+            self.say("sent a test notification (%s)" % detail)
+        self.say("done. Now restart auditd so that it starts the plugin: service auditd restart\n"
+                 "and check it: %s --check --config %s" % (self.paths["executable"], self.config_path))
+        return 0
+
+    def _user(self) -> Account:
+        name = self.answers.user
+        if name != "root":
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                self.run(["useradd", "--system", "--home-dir", INSTALL_PATHS["state_dir"], "--no-create-home",
+                          "--shell", "/usr/sbin/nologin", name], check=True)
+                self.say("created system user %s" % name)
+        return lookup_user(name)
+
+    def _dirs(self, account: Account):
+        config_dir = self.paths["config_dir"]
+        os.makedirs(config_dir, mode=0o750, exist_ok=True)
+        os.chown(config_dir, 0, account.gid)  # the user may read its config (SIGHUP reload)
+        os.chmod(config_dir, 0o750)
+        for path in (self.config.state_dir, self.config.spool_dir):
+            private_dir(path, account)
+        os.makedirs(os.path.dirname(self.paths["plugins_d"]), exist_ok=True)
+
+    def _executable(self):
+        target, source = self.paths["executable"], os.path.abspath(__file__)
+        if os.path.exists(target) and _same_file_content(source, target):
+            self.say("plugin already installed: %s" % target)
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(source, target + ".new")
+        os.chmod(target + ".new", 0o755)
+        os.rename(target + ".new", target)
+        self.say("installed the plugin as %s" % target)
+
+    def _config(self):
+        """Write config and blacklist once; never overwrite what the admin edited."""
+        if os.path.exists(self.config_path):
+            self.say("kept the existing config %s" % self.config_path)
+        else:
+            keys = ("matrix_commander", "credentials", "store", "room", "blacklist", "user", "state_dir", "spool_dir")
+            text = "# Written by audit-notify setup; every key: audit-notify.conf.example\n" + "".join(
+                "%s = %s\n" % (k, getattr(self.config, k)) for k in keys)
+            _write_new(self.config_path, text, 0o640, gid=lookup_user(self.answers.user).gid)
+            self.say("wrote %s" % self.config_path)
+        example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blacklist.example")
+        if os.path.exists(self.config.blacklist):
+            self.say("kept the existing blacklist %s" % self.config.blacklist)
+        else:
+            with open(example) if os.path.exists(example) else _Empty() as handle:
+                _write_new(self.config.blacklist, handle.read(), 0o640, gid=lookup_user(self.answers.user).gid)
+            self.say("wrote %s" % self.config.blacklist)
+
+    def _login(self, account: Account):
+        creds = self.config.credentials
+        if os.path.exists(creds):
+            self.say("the bot is already logged in (%s)" % creds)
+            return
+        a = self.answers
+        fresh = os.path.join(self.config.state_dir, "credentials.json")
+        if a.access_token:
+            status, who = matrix_api(a.homeserver, "/_matrix/client/v3/account/whoami", a.access_token)
+            if status != 200 or "device_id" not in who:
+                raise Error("the access token was refused by %s (HTTP %d)" % (a.homeserver, status))
+            _write_new(fresh, json.dumps({"homeserver": a.homeserver, "user_id": who["user_id"],
+                                          "device_id": who["device_id"], "access_token": a.access_token,
+                                          "room_id": a.room}), 0o600, uid=account.uid, gid=account.gid)
+        else:
+            # The password goes in on stdin (getpass reads it there when there is no
+            # terminal), never in argv where ps would show it; matrix-commander then
+            # asks to confirm the login data, and the "yes" follows it.
+            argv = [a.matrix_commander, "--login", "password", "--homeserver", a.homeserver, "--user-login",
+                    a.bot, "--device", a.device or "audit-notify " + socket.gethostname(), "--room-default",
+                    a.room, "-c", fresh, "-s", self.config.store, "--log-level", "ERROR", "ERROR"]
+            self._mc(argv, account, a.password + "\nyes\n", "log the bot in")
+            if not os.path.exists(fresh):
+                raise Error("matrix-commander did not log the bot in (no %s written)" % fresh)
+        os.rename(fresh, creds)
+        self.say("logged %s in; credentials in %s" % (a.bot or "the bot", creds))
+
+    def _join(self, account: Account):
+        argv = [self.config.matrix_commander, "-c", self.config.credentials, "-s", self.config.store,
+                "--room-join", self.config.room, "--log-level", "ERROR", "ERROR"]
+        self._mc(argv, account, "", "join %s" % self.config.room)
+        self.say("the bot is in %s" % self.config.room)
+
+    def _mc(self, argv: List[str], account: Account, stdin: str, what: str):
+        env = {"HOME": self.config.state_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        result = self.run(argv, input=stdin.encode(), capture_output=True, env=env, cwd=self.config.state_dir,
+                          timeout=120, start_new_session=True, umask=0o077, **run_as(account))
+        if result.returncode != 0:
+            raise Error("could not %s: %s" % (what, _first_error_line(result.stderr.decode("utf-8", "replace"))
+                                              or "matrix-commander exit code %d" % result.returncode))
+
+    def _plugin_entry(self):
+        text = ("# audit-notify (written by audit-notify setup)\nactive = yes\ndirection = out\n"
+                "path = %s\ntype = always\nargs = --config %s\nformat = string\n"
+                % (self.paths["executable"], self.config_path))
+        target = self.paths["plugins_d"]
+        if os.path.exists(target):
+            with open(target) as handle:
+                if handle.read() == text:
+                    self.say("plugins.d entry already in place: %s" % target)
+                    return
+        _write_new(target, text, 0o640, replace=True)
+        self.say("wrote the auditd plugins.d entry %s" % target)
+
+    def uninstall(self, purge: bool) -> int:
+        for key in ("plugins_d", "executable"):
+            with _suppress(FileNotFoundError):
+                os.unlink(self.paths[key])
+                self.say("removed %s" % self.paths[key])
+        if purge:
+            for key in ("config_dir", "state_dir"):
+                shutil.rmtree(self.paths[key], ignore_errors=True)
+                self.say("removed %s" % self.paths[key])
+            if self.answers.user != "root" and self.run(["id", self.answers.user], capture_output=True).returncode == 0:
+                self.run(["userdel", self.answers.user], check=True)
+                self.say("removed user %s" % self.answers.user)
+        else:
+            self.say("kept %s and %s (uninstall --purge removes them)" % (self.paths["config_dir"],
+                                                                         self.paths["state_dir"]))
+        self.say("restart auditd: service auditd restart")
+        return 0
+
+
+class _Empty:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self):
+        return ""
+
+
+def _same_file_content(a: str, b: str) -> bool:
+    with open(a, "rb") as one, open(b, "rb") as two:
+        return one.read() == two.read()
+
+
+def _write_new(path: str, text: str, mode: int, uid: int = 0, gid: int = 0, replace: bool = False):
+    """Write a file atomically with its final owner and mode from the start."""
+    tmp = path + ".new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    if os.geteuid() == 0:
+        os.chown(tmp, uid, gid)
+    os.chmod(tmp, mode)
+    if not replace and os.path.exists(path):
+        os.unlink(tmp)
         return
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
-        report(False, "%s: %s is mode %o; it holds encryption keys: chmod 700 %s" % (what, path, mode, path))
-    else:
-        report(True, "%s: %s" % (what, path))
+    os.rename(tmp, path)
 
 
 # ---------------------------------------------------------------------------
@@ -2303,18 +2699,76 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="audit-notify",
         description="auditd plugin: send audit events as end-to-end-encrypted Matrix notifications.",
-        epilog="Try: ausearch --start today --raw | audit-notify --dry-run")
+        epilog="Try: ausearch --start today --raw | audit-notify --dry-run.  Install: audit-notify setup --help")
     parser.add_argument("--config", metavar="FILE", help="config file (default %s)" % DEFAULT_CONFIG)
     parser.add_argument("--dry-run", action="store_true", help="send nothing; print each notification")
     parser.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per line")
-    parser.add_argument("--check", action="store_true", help="validate the setup and say what is wrong")
+    parser.add_argument("--check", action="store_true", help="check the whole setup, one line per check")
+    parser.add_argument("--send-test", action="store_true", help="with --check: send a test notification")
     parser.add_argument("--status", action="store_true",
                         help="print the spool and counters of the running plugin, read-only")
     parser.add_argument("files", nargs="*", metavar="FILE", help="audit logs to read instead of stdin")
     args = parser.parse_args(argv)
     if args.json and not args.dry_run:
         parser.error("--json needs --dry-run")
+    if args.send_test and not args.check:
+        parser.error("--send-test needs --check")
     return args
+
+
+def parse_setup_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`setup` and `uninstall`: every answer has a flag, so both run unattended."""
+    parser = argparse.ArgumentParser(prog="audit-notify " + argv[0], description=(
+        "Install the plugin: system user, directories, config and blacklist (never overwriting yours), the bot's "
+        "login, the room, the auditd plugins.d entry, and a test notification.  Safe to run again."
+        if argv[0] == "setup" else "Remove the plugins.d entry and the installed plugin (--purge: config, "
+                                   "state and user too)."))
+    parser.add_argument("--root", default="/", help="install under this directory (default /)")
+    parser.add_argument("--user", default="audit-notify", help="system user to run as (default audit-notify)")
+    if argv[0] == "setup":
+        parser.add_argument("--homeserver", help="homeserver URL, e.g. https://matrix.example.org")
+        parser.add_argument("--bot", help="the bot's Matrix id, e.g. @audit-bot:example.org")
+        parser.add_argument("--password-file", help="file holding the bot's password ('-': stdin)")
+        parser.add_argument("--access-token-file", help="file holding an access token instead of a password")
+        parser.add_argument("--device", help="device name (default: audit-notify HOSTNAME)")
+        parser.add_argument("--room", help="room alias, e.g. '#audit:example.org'")
+        parser.add_argument("--matrix-commander", default="/usr/local/bin/matrix-commander")
+        parser.add_argument("--no-test", action="store_true", help="do not send a test notification")
+    else:
+        parser.add_argument("--purge", action="store_true", help="also remove config, state and the user")
+    return parser.parse_args(argv[1:])
+
+
+def _answers(args: argparse.Namespace, stdin=sys.stdin) -> Answers:
+    """Flags first; what is missing is asked for, if someone is there to ask."""
+    def ask(flag, prompt, secret=False):
+        if not stdin.isatty():
+            raise Error("setup needs --%s when not run interactively" % flag)
+        if secret:
+            import getpass
+
+            return getpass.getpass(prompt + ": ")
+        return input(prompt + ": ").strip()
+
+    def read_secret(path):
+        if path == "-":
+            return stdin.readline().rstrip("\n")
+        with open(path) as handle:
+            return handle.read().strip()
+
+    answers = Answers(user=args.user, matrix_commander=args.matrix_commander, device=args.device or "")
+    answers.homeserver = args.homeserver or ask("homeserver", "Homeserver URL (https://matrix.example.org)")
+    answers.room = args.room or ask("room", "Room alias (#audit:example.org)")
+    if args.access_token_file:
+        answers.access_token = read_secret(args.access_token_file)
+    else:
+        answers.bot = args.bot or ask("bot", "The bot's Matrix id (@audit-bot:example.org)")
+        answers.password = read_secret(args.password_file) if args.password_file else ask(
+            "password-file", "The bot's password", secret=True)
+    if not answers.room.startswith("#"):
+        raise Error("--room must be an alias (#name:server): matrix-commander 8.0.6 cannot address "
+                    "room version 12 ids")
+    return answers
 
 
 def _open_inputs(files: Sequence[str]):
@@ -2395,9 +2849,19 @@ def print_status(config: Config, out) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("setup", "uninstall"):
+        args = parse_setup_args(argv)
+        try:
+            if argv[0] == "uninstall":
+                return Setup(Answers(user=args.user), args.root, sys.stdout).uninstall(args.purge)
+            return Setup(_answers(args), args.root, sys.stdout).install(send_test=not args.no_test)
+        except (Error, OSError, subprocess.CalledProcessError) as exc:
+            sys.stderr.write("audit-notify %s: %s\n" % (argv[0], exc))
+            return 1
     args = parse_args(argv)
     if args.check:
-        return 1 if check(args.config, sys.stdout) else 0
+        return 1 if Doctor(sys.stdout).check(args.config, args.send_test) else 0
     fixed: List[str] = []
     try:
         config = load_config(args.config)

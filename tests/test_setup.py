@@ -1,0 +1,105 @@
+"""`audit-notify setup`, unattended, on this machine against a real Synapse;
+then a real auditd runs what it installed and a real event arrives.  Then
+setup again (nothing changes, the admin's edits stay), the doctor, and
+uninstall --purge."""
+
+import io
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from auditd_env import auditd_unavailable_reason, private_auditd
+from corpus import audit_notify
+from matrix_env import matrix_world
+from rig import SCRIPT
+
+USER = "an-setup-test"
+_reason = auditd_unavailable_reason()
+pytestmark = [pytest.mark.matrix, pytest.mark.auditd, pytest.mark.skipif(_reason is not None, reason=_reason or "")]
+
+
+@pytest.fixture
+def root():
+    path = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="an-setup-"))
+    os.chmod(path, 0o755)  # the system user must reach its state under it
+    yield path
+    subprocess.run(["pkill", "-KILL", "-u", USER])
+    subprocess.run(["userdel", USER], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _setup(world, root, *extra):
+    password = root / "password"
+    password.write_text(world.bot_password + "\n")
+    os.chmod(password, 0o600)
+    return subprocess.run(
+        [sys.executable, SCRIPT, "setup", "--root", str(root), "--user", USER, "--homeserver", world.homeserver.url,
+         "--bot", world.bot_mxid, "--password-file", str(password), "--room", world.room_alias,
+         "--matrix-commander", str(world.mc_binary)] + list(extra),
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+
+def _entry(root):
+    text = (root / "etc/audit/plugins.d/matrix-notifications.conf").read_text()
+    return dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line)
+
+
+def test_setup_then_a_real_event_arrives(tmp_path, root):
+    with matrix_world(tmp_path) as world:
+        first = _setup(world, root)
+        assert first.returncode == 0, first.stderr
+        for said in ("created system user %s" % USER, "installed the plugin as %s/usr/local/sbin/audit-notify" % root,
+                     "wrote %s/etc/audit-notify/audit-notify.conf" % root, "logged %s in" % world.bot_mxid,
+                     "the bot is in %s" % world.room_alias, "wrote the auditd plugins.d entry",
+                     "sent a test notification", "service auditd restart"):
+            assert said in first.stdout, first.stdout
+        [test] = world.receiver.wait_for_messages(1, timeout=60)
+        assert test["body"].startswith("✅ audit-notify works on ") and test["wire_type"] == "m.room.encrypted"
+        account = pwd.getpwnam(USER)
+        creds = root / "etc/audit-notify/credentials.json"
+        assert (creds.stat().st_uid, creds.stat().st_mode & 0o777) == (account.pw_uid, 0o600)
+        assert ((root / "var/lib/audit-notify/store").stat().st_mode & 0o777) == 0o700
+
+        # What setup installed, run by a real auditd: a real event arrives.
+        entry = _entry(root)
+        assert entry["path"] == "%s/usr/local/sbin/audit-notify" % root
+        with private_auditd(tmp_path, plugin_path=entry["path"], plugin_args=entry["args"].split()) as auditd:
+            auditd.user_message("an-setup-marker")
+            got = []
+            for _ in range(30):
+                got += world.receiver.wait_for_messages(1, timeout=2)
+                if any("an-setup-marker" in m["body"] for m in got):
+                    break
+        assert any(m["body"].startswith("✅ Audit message: an-setup-marker from /usr/sbin/auditctl") for m in got)
+
+        # The doctor agrees (its plugins.d check looks under the same root).
+        out = io.StringIO()
+        failures = audit_notify.Doctor(out, root=str(root)).check(entry["args"].split()[1], send_test=True)
+        assert failures == 0, out.getvalue()
+        assert re.search(r"^ok   room: #audit:localhost joined, encrypted \(m.megolm.v1.aes-sha2\)$", out.getvalue(), re.M)
+        assert re.search(r"^ok   test notification: accepted by the homeserver as \$", out.getvalue(), re.M)
+
+        # Setup again: nothing is overwritten, the admin's edit stays.
+        config = root / "etc/audit-notify/audit-notify.conf"
+        config.write_text(config.read_text() + "digest_after = 9\n")
+        again = _setup(world, root, "--no-test")
+        assert again.returncode == 0, again.stderr
+        for said in ("kept the existing config", "kept the existing blacklist", "already logged in",
+                     "plugin already installed", "plugins.d entry already in place"):
+            assert said in again.stdout
+        assert config.read_text().endswith("digest_after = 9\n")
+
+    gone = subprocess.run([sys.executable, SCRIPT, "uninstall", "--root", str(root), "--user", USER, "--purge"],
+                          capture_output=True, text=True)
+    assert gone.returncode == 0, gone.stderr
+    assert not (root / "etc/audit/plugins.d/matrix-notifications.conf").exists()
+    assert not (root / "usr/local/sbin/audit-notify").exists()
+    assert not (root / "etc/audit-notify").exists() and not (root / "var/lib/audit-notify").exists()
+    assert subprocess.run(["id", USER], capture_output=True).returncode != 0
