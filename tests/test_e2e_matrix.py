@@ -75,7 +75,7 @@ def test_notifications_arrive_encrypted_readable_and_inert(world, tmp_path):
     # In the order the events came, and each once.
     serials = [re.search(r"#(\d+) at", m["body"]).group(1) for m in messages]
     assert len(set(serials)) == 11
-    assert "sent=11 retried=0 failed=0" in plugin.exit_line()
+    assert "sent=11 retried=0 rate_limited=0 failed=0" in plugin.exit_line()
 
 
 def _collect_until(receiver, bodies, timeout):

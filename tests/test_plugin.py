@@ -76,7 +76,7 @@ def test_sends_each_event_once_through_one_matrix_commander_and_exits_0_at_eof(r
     bodies = rig.bodies()
     assert sum(b.startswith("❌ Failed SSH login for root from 173.242.116.187") for b in bodies) == 1
     line = _exit_line(rig)
-    assert "records=11 events=11 filtered=2 notified=9 digested=0 digests=0 sent=9 retried=0 failed=0" in line
+    assert "records=11 events=11 filtered=2 notified=9 digested=0 digests=0 sent=9 retried=0 rate_limited=0 failed=0" in line
     assert "spooled=0" in line and "events 11 = filtered 2 + sent alone 9 + digested 0" in line
     assert stat.S_IMODE(os.stat(rig.log).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(rig.dir / "spool").st_mode) == 0o700
