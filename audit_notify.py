@@ -88,9 +88,9 @@ MAX_BODY_BYTES = 16000
 MAX_HTML_BYTES = 28000
 # One untrusted value never takes more than this many characters: in the
 # headline (a lock screen shows ~2 lines), in a detail line, in a command.
-HEADLINE_VALUE_CHARS = 120
-MAX_VALUE_CHARS = 2000
-MAX_COMMAND_CHARS = 8000
+HEADLINE_VALUE_CHARS = 80
+MAX_VALUE_CHARS = 500
+MAX_COMMAND_CHARS = 2000
 # A SIGTERM waits this long for the event in flight (auditd itself does
 # not wait for its plugins).
 SHUTDOWN_GRACE = 5.0
@@ -435,10 +435,13 @@ def _argv(records) -> str:
             args.update(fields)
     if not args:
         return ""
+    # argc is whatever the record says; the words are what is there (an
+    # argc of 4294967295 with one argument must not mean 4e9 words).
+    present = [int(m.group(1)) for m in map(_ARG_NAME.match, args) if m]
     try:
-        argc = int(args.get("argc", "0"))
+        argc = min(int(args.get("argc", "0")), max(present, default=-1) + 1)
     except ValueError:
-        argc = 0
+        argc = max(present, default=-1) + 1
     words = []
     for i in range(argc):
         if "a%d" % i in args:
@@ -453,6 +456,7 @@ def _argv(records) -> str:
 
 
 _SHELL_SAFE = re.compile(r"[\w@%+=:,./-]+")
+_ARG_NAME = re.compile(r"a(\d+)(?:\[\d+\])?$")
 
 
 def _shell_word(word: str) -> str:
@@ -564,6 +568,7 @@ class EventReader:
         self._counters = counters
         self._node = default_node
         self._held: Dict[Tuple[str, str, float], Event] = {}
+        self._line_open = False
         self._parser = auparse.AuParser(auparse.AUSOURCE_FEED)
         self._parser.set_escape_mode(auparse.AUPARSE_ESC_RAW)
         self._parser.set_eoe_timeout(eoe_timeout)
@@ -607,7 +612,15 @@ class EventReader:
             self._emit(event)
 
     def feed(self, data: bytes):
-        self._parser.feed(data)
+        if data:
+            self._parser.feed(data)
+            self._line_open = not data.endswith(b"\n")
+
+    def end_of_input(self):
+        """Close a last line without its newline: auparse would drop it, or
+        glue it to the next file's first record."""
+        if self._line_open:
+            self.feed(b"\n")
 
     def pending(self) -> bool:
         return bool(self._held) or bool(self._parser.feed_has_data())
@@ -618,6 +631,7 @@ class EventReader:
         self._emit_held()
 
     def flush(self):
+        self.end_of_input()
         self._parser.flush_feed()
         self._emit_held()
 
@@ -802,27 +816,30 @@ def clean(text: str, limit: int = MAX_VALUE_CHARS) -> str:
     return result
 
 
+class V(str):
+    """An untrusted value (anything that came from the audit record) inside
+    a Line: cleaned for the plain body, escaped and put in <code> in HTML,
+    so that no tag, link, Markdown or linkified URL of an attacker's can
+    come alive.  Everything that is not a V is our own words."""
+
+
 @dataclass(frozen=True)
 class Line:
-    """A line of a notification: our own words with untrusted values in
-    between.  ``parts`` alternate: even indexes are ours, odd are values,
-    each cut to ``limit`` characters."""
+    """A line of a notification: our words and untrusted values (V), each
+    value cut to ``limit`` characters."""
 
     parts: Tuple[str, ...]
     limit: int = MAX_VALUE_CHARS
 
     def text(self) -> str:
-        return "".join(p if i % 2 == 0 else clean(p, self.limit) for i, p in enumerate(self.parts))
+        return "".join(clean(p, self.limit) if isinstance(p, V) else p for p in self.parts)
 
     def html(self) -> str:
-        # Untrusted values are escaped and put in <code>: no tag, link,
-        # Markdown or linkified URL of an attacker's can come alive.
-        return "".join(
-            html.escape(p) if i % 2 == 0 else "<code>%s</code>" % html.escape(clean(p, self.limit))
-            for i, p in enumerate(self.parts))
+        return "".join("<code>%s</code>" % html.escape(clean(p, self.limit)) if isinstance(p, V) else html.escape(p)
+                       for p in self.parts)
 
     def __add__(self, parts: Tuple[str, ...]) -> "Line":
-        return replace(self, parts=self.parts + parts)
+        return replace(self, parts=self.parts + tuple(parts))
 
 
 def L(*parts: str) -> Line:  # noqa: N802 - reads like a template
@@ -861,23 +878,28 @@ def _failed(event: Event) -> Optional[bool]:
     return None
 
 
-def _who(event: Event) -> str:
+def _known(value: str) -> bool:
+    return value not in ("", "?", "(none)", "(null)", "unset", "n/a")
+
+
+def _who(event: Event) -> Tuple[str, ...]:
     """The person behind an event: login uid, and the uid it acted as."""
     auid, uid = event.get("auid"), event.get("uid")
-    if auid and auid not in ("unset", "-1", "4294967295"):
-        if uid and uid != auid:
-            return "%s as %s" % (auid, uid)
-        return auid
-    return uid or event.get("acct") or "system"
+    if _known(auid) and auid not in ("-1", "4294967295"):
+        return (V(auid), " as ", V(uid)) if _known(uid) and uid != auid else (V(auid),)
+    return (V(uid or event.get("acct") or "system"),)
 
 
-def _where_from(event: Event) -> str:
+def _from(event: Event) -> Tuple[str, ...]:
     addr, host = event.get("addr"), event.get("hostname")
-    addr = "" if addr in ("?", "") else addr
-    host = "" if host in ("?", "", addr) else host
-    if addr and host:
-        return "%s (%s)" % (addr, host)
-    return addr or host
+    parts: Tuple[str, ...] = (" from ", V(addr)) if _known(addr) else ()
+    if _known(host) and host != addr:
+        parts += (" (", V(host), ")") if parts else (" from ", V(host))
+    return parts
+
+
+def _program(event: Event) -> str:
+    return V(event.get("comm") or event.get("exe") or "?")
 
 
 _SERVICES = {
@@ -888,34 +910,28 @@ _SERVICES = {
 
 
 def _service(event: Event) -> str:
-    exe = event.get("exe") or event.get("how") or event.get("comm")
-    name = os.path.basename(exe)
-    return _SERVICES.get(name, name or "login")
-
-
-def _pam_account(event: Event) -> str:
-    acct = event.get("acct")
-    if acct:
-        return acct
-    return event.get("id") or event.get("auid") or "?"
+    """"SSH", "sudo", ... for programs we know; else the program's name,
+    which is the attacker's to choose (a V)."""
+    name = os.path.basename(event.get("exe") or event.get("how") or event.get("comm"))
+    return _SERVICES.get(name) or V(name or "login")
 
 
 _LOGIN_TYPES = {
-    "USER_LOGIN": ("%s login", "Failed %s login"),
-    "USER_AUTH": ("%s authentication", "Failed %s authentication"),
-    "USER_ERR": ("%s account error", "%s account error"),
-    "USER_ACCT": ("%s account check", "%s account check refused"),
-    "USER_LOGOUT": ("%s logout", "Failed %s logout"),
-    "USER_START": ("%s session opened", "%s session failed to open"),
-    "USER_END": ("%s session closed", "%s session failed to close"),
-    "CRED_ACQ": ("%s credentials acquired", "%s credentials refused"),
-    "CRED_REFR": ("%s credentials refreshed", "%s credentials refresh failed"),
-    "CRED_DISP": ("%s credentials disposed", "%s credentials disposal failed"),
-    "USER_ROLE_CHANGE": ("%s role changed", "%s role change failed"),
-    "ANOM_LOGIN_FAILURES": ("Too many %s login failures", "Too many %s login failures"),
-    "ANOM_LOGIN_SESSIONS": ("Too many %s sessions", "Too many %s sessions"),
-    "ANOM_LOGIN_TIME": ("%s login at a forbidden time", "%s login at a forbidden time"),
-    "ANOM_LOGIN_LOCATION": ("%s login from a forbidden place", "%s login from a forbidden place"),
+    "USER_LOGIN": ("login", "Failed %s login"),
+    "USER_AUTH": ("authentication", "Failed %s authentication"),
+    "USER_ERR": ("account error", "%s account error"),
+    "USER_ACCT": ("account check", "%s account check refused"),
+    "USER_LOGOUT": ("logout", "Failed %s logout"),
+    "USER_START": ("session opened", "%s session failed to open"),
+    "USER_END": ("session closed", "%s session failed to close"),
+    "CRED_ACQ": ("credentials acquired", "%s credentials refused"),
+    "CRED_REFR": ("credentials refreshed", "%s credentials refresh failed"),
+    "CRED_DISP": ("credentials disposed", "%s credentials disposal failed"),
+    "USER_ROLE_CHANGE": ("role changed", "%s role change failed"),
+    "ANOM_LOGIN_FAILURES": ("too many login failures", "%s: too many login failures"),
+    "ANOM_LOGIN_SESSIONS": ("too many sessions", "%s: too many sessions"),
+    "ANOM_LOGIN_TIME": ("login at a forbidden time", "%s login at a forbidden time"),
+    "ANOM_LOGIN_LOCATION": ("login from a forbidden place", "%s login from a forbidden place"),
 }
 
 _ACCOUNT_TYPES = {
@@ -940,37 +956,38 @@ _AUDIT_TYPES = {
     "KERN_MODULE": "Kernel module loaded", "TIME_ADJNTPVAL": "System clock adjusted",
     "TIME_INJOFFSET": "System clock adjusted",
 }
+# Events done by someone, worth saying who.
+_AUDIT_BY_WHOM = ("CONFIG_CHANGE", "USYS_CONFIG", "MAC_STATUS", "MAC_CONFIG_CHANGE", "NETFILTER_CFG", "KERN_MODULE")
 
 
 def _headline_login(event: Event, failed: bool) -> Line:
-    rtype = event.get("type")
-    template = _LOGIN_TYPES[rtype][1 if failed else 0]
-    what = template % _service(event)
-    what = what[0].upper() + what[1:]
-    source = _where_from(event)
-    line = [what + " for ", _pam_account(event)]
-    if source:
-        line += [" from ", source]
-    return L(*line)
+    ok, bad = _LOGIN_TYPES[event.get("type")]
+    service = _service(event)
+    if failed:
+        before, _, after = bad.partition("%s")
+        what: Tuple[str, ...] = (before, service, after)
+    else:
+        what = (service, " " + ok)
+    account = event.get("acct") or event.get("id") or event.get("auid") or "?"
+    return L(*what + (" for ", V(account)) + _from(event))
 
 
 def _headline_sudo(event: Event, failed: bool) -> Line:
-    who = event.get("auid") or event.get("uid") or "?"
-    command = event.get("cmd") or "?"
-    target = event.get("acct") or "root"
+    who = V(event.get("auid") or event.get("uid") or "?")
+    command = V(event.get("cmd") or "?")
     if failed:
         return L("sudo refused: ", who, " tried ", command)
-    return L("sudo: ", who, " ran ", command, " as ", target)
+    return L("sudo: ", who, " ran ", command, " as ", V(event.get("acct") or "root"))
 
 
 def _headline_account(event: Event, failed: bool) -> Line:
-    what = _ACCOUNT_TYPES[event.get("type")]
+    what = _ACCOUNT_TYPES[event.get("type")] + (" (FAILED)" if failed else "")
     target = event.get("acct") or event.get("grp") or event.get("id") or "?"
-    line = [("%s (FAILED)" % what if failed else what) + ": ", target]
+    line: Tuple[str, ...] = (what + ": ", V(target))
     op = event.get("op")
-    if op and event.get("type") in ("USER_MGMT", "GRP_MGMT") and op not in ("?", target):
-        line += [" (", op, ")"]
-    return L(*line + [" by ", _who(event)])
+    if _known(op) and event.get("type") in ("USER_MGMT", "GRP_MGMT") and op != target:
+        line += (" (", V(op), ")")
+    return L(*line + (" by ",) + _who(event))
 
 
 def _mac_verdict(event: Event) -> str:
@@ -980,71 +997,81 @@ def _mac_verdict(event: Event) -> str:
 
 def _headline_mac(event: Event, failed: bool) -> Line:
     verdict = _mac_verdict(event)
-    program = event.get("comm") or event.get("exe") or "?"
+    line: Tuple[str, ...]
     if event.get("apparmor"):
-        return L("AppArmor %s " % verdict, program, ": ", event.get("operation") or "?", " on ",
-                 event.get("name") or "?", " (profile ", event.get("profile") or "?", ")")
-    perms = (event.get("seperms") or event.get("perm") or "").strip("{} ") or "?"
-    target = event.get("name") or event.get("path") or event.get("tclass") or "?"
-    line = ["SELinux %s " % verdict, program, ": ", perms, " on ", target]
+        line = ("AppArmor %s " % verdict, _program(event), ": ", V(event.get("operation") or "?"))
+        if _known(event.get("name")):
+            line += (" on ", V(event.get("name")))
+        return L(*line + (" (profile ", V(event.get("profile") or "?"), ")"))
+    perms = (event.get("seperms") or event.get("perm") or "").strip("{} ")
+    target = event.get("name") or event.get("path") or event.get("tclass")
+    line = ("SELinux %s " % verdict, V(event.get("comm") or event.get("exe") or "?"))
+    if _known(perms):
+        line += (": ", V(perms))
+    if _known(target):
+        line += (" on ", V(target))
     scontext, tcontext = event.get("scontext").split(":"), event.get("tcontext").split(":")
     if len(scontext) > 2 and len(tcontext) > 2:
-        line += [" (", "%s → %s %s" % (scontext[2], tcontext[2], event.get("tclass")), ")"]
+        line += (" (", V("%s → %s %s" % (scontext[2], tcontext[2], event.get("tclass"))), ")")
     return L(*line)
 
 
 def _headline_user_message(event: Event, failed: bool) -> Line:
     """A free-text USER record (auditctl -m, audit_log_user_message)."""
-    return L("Audit message: ", event.get("text"), " from ", event.get("exe") or event.get("comm") or "?",
-             " by ", _who(event))
+    return L("Audit message: ", V(event.get("text")), " from ", V(event.get("exe") or event.get("comm") or "?"),
+             " by ", *_who(event))
 
 
 def _headline_login_id(event: Event, failed: bool) -> Line:
-    return L("Login id set%s: " % (" FAILED" if failed else ""), event.get("auid") or "?",
-             " (session ", event.get("ses") or "?", ") by ", event.get("comm") or event.get("exe") or "?")
+    line: Tuple[str, ...] = ("Login id set%s: " % (" FAILED" if failed else ""), V(event.get("auid") or "?"))
+    if _known(event.get("ses")):
+        line += (" (session ", V(event.get("ses")), ")")
+    if _known(event.get("comm") or event.get("exe")):
+        line += (" by ", _program(event))
+    return L(*line)
 
 
 def _headline_audit(event: Event, failed: bool) -> Line:
     rtype = event.get("type")
-    what = _AUDIT_TYPES[rtype] + (" (FAILED)" if failed else "")
-    detail = event.get("unit") or event.get("op") or event.get("dev") or ""
-    line = [what]
-    if detail and detail != "?":
-        line += [": ", detail]
+    line: Tuple[str, ...] = (_AUDIT_TYPES[rtype] + (" (FAILED)" if failed else ""),)
+    detail = event.get("unit") or event.get("op") or event.get("dev")
+    if _known(detail):
+        line += (": ", V(detail.strip('"')))
     if event.get("key"):
-        line += [" (rule ", event.get("key"), ")"]
-    if rtype in ("CONFIG_CHANGE", "USYS_CONFIG", "MAC_STATUS", "MAC_CONFIG_CHANGE", "NETFILTER_CFG", "KERN_MODULE"):
-        line += [" by ", _who(event)]
+        line += (" (rule ", V(event.get("key")), ")")
+    if rtype in _AUDIT_BY_WHOM:
+        line += (" by ",) + _who(event)
     return L(*line)
 
 
 def _headline_anomaly(event: Event, failed: bool) -> Line:
     rtype = event.get("type")
     if rtype == "ANOM_ABEND":
-        return L("Process crashed: ", event.get("comm") or event.get("exe") or "?",
-                 " (signal ", event.get("sig") or "?", ") run by ", _who(event))
+        return L("Process crashed: ", _program(event), " (signal ", V(event.get("sig") or "?"), ") run by ",
+                 *_who(event))
     if rtype == "ANOM_PROMISCUOUS":
-        return L("Network device ", event.get("dev") or "?", " promiscuous mode %s by "
-                 % ("on" if event.get("prom") not in ("0", "") else "off"), _who(event))
-    return L("Anomaly %s: " % rtype, event.get("comm") or event.get("exe") or "?", " by ", _who(event))
+        state = "on" if event.get("prom") not in ("0", "") else "off"
+        return L("Network device ", V(event.get("dev") or "?"), " promiscuous mode %s by " % state, *_who(event))
+    return L("Anomaly %s: " % rtype, _program(event), " by ", *_who(event))
 
 
 def _headline_syscall(event: Event, failed: bool) -> Line:
-    key = event.get("key")
     argv = event.get("argv")
     name = _watched_path(event)
+    line: Tuple[str, ...]
     if event.get("syscall") in ("execve", "execveat") and (argv or name):
-        line = ["Command%s: " % (" failed" if failed else ""), argv or name, " by ", _who(event)]
-        if failed and event.get("exit"):
-            line += [" (", event.get("exit"), ")"]
+        line = ("Command%s: " % (" failed" if failed else ""), V(argv or name), " by ") + _who(event)
+        error = re.sub(r"^[A-Z]+\((.*)\)$", r"\1", event.get("exit"))
+        if failed and error:
+            line += (" (", V(error), ")")
     elif name:
-        line = ["Watched file %s%s: " % (_verb(event), " FAILED" if failed else ""), name,
-                " by ", _who(event), " via ", event.get("exe") or "?"]
+        line = ("Watched file %s%s: " % (_verb(event), " FAILED" if failed else ""), V(name), " by ") + \
+            _who(event) + (" via ", V(event.get("exe") or "?"))
     else:
-        line = ["%s%s by " % (event.get("syscall") or event.get("type"), " failed" if failed else ""),
-                _who(event), " via ", event.get("exe") or "?"]
-    if key:
-        line += [" (rule ", key, ")"]
+        line = ("%s%s by " % (event.get("syscall") or event.get("type"), " failed" if failed else ""),) + \
+            _who(event) + (" via ", V(event.get("exe") or "?"))
+    if event.get("key"):
+        line += (" (rule ", V(event.get("key")), ")")
     return L(*line)
 
 
@@ -1087,21 +1114,20 @@ def _verb(event: Event) -> str:
 
 
 def _headline_generic(event: Event, failed: bool) -> Line:
-    action = event.get("action")
-    line = ["%s event%s" % (event.get("type"), " (FAILED)" if failed else "")]
-    if action not in ("", "n/a"):
-        line += [": ", action.replace("-", " ")]
-    obj = event.get("primary_object")
-    if obj:
-        line += [" ", obj]
-    line += [" by ", _who(event)]
-    if event.get("how") not in ("", "n/a"):
-        line += [" via ", event.get("how")]
+    line: Tuple[str, ...] = ("%s event%s" % (event.get("type"), " (FAILED)" if failed else ""),)
+    if _known(event.get("action")):
+        line += (": ", V(event.get("action").replace("-", " ")))
+    if event.get("primary_object"):
+        line += (" ", V(event.get("primary_object")))
+    line += (" by ",) + _who(event)
+    if _known(event.get("how")):
+        line += (" via ", V(event.get("how")))
     return L(*line)
 
 
 def headline(event: Event) -> Tuple[Line, Optional[bool]]:
-    """What happened, to/by whom, from where: one line for a lock screen."""
+    """What happened, to/by whom, from where: one line for a lock screen,
+    and whether it failed (None: neither)."""
     rtype = event.get("type")
     failed = _failed(event)
     if rtype == "USER_CMD":
@@ -1116,11 +1142,14 @@ def headline(event: Event) -> Tuple[Line, Optional[bool]]:
         make = _headline_account
     elif rtype in ("AVC", "USER_AVC", "SELINUX_ERR", "USER_SELINUX_ERR") or event.get("apparmor"):
         make = _headline_mac
-        failed = _mac_verdict(event) == "denied" or rtype.endswith("SELINUX_ERR")
+        verdict = _mac_verdict(event)
+        failed = True if verdict == "denied" or rtype.endswith("SELINUX_ERR") else \
+            False if verdict in ("granted", "allowed") else None
     elif rtype in _AUDIT_TYPES:
         make = _headline_audit
     elif rtype.startswith("ANOM_"):
         make = _headline_anomaly
+        failed = True  # a crash, a promiscuous interface: something to look at
     elif "SYSCALL" in event.types():
         make = _headline_syscall
     else:
@@ -1137,32 +1166,32 @@ _DETAIL_FIELDS = (
 )
 
 
-def details(event: Event) -> List[Line]:
-    """The useful raw facts, one short line each, in a fixed order."""
+def details(event: Event, head: Line) -> List[Line]:
+    """The useful raw facts the headline does not already show, one short
+    line each, in a fixed order."""
+    shown = {p for p in head.parts if isinstance(p, V) and len(p) <= head.limit}
     lines = []
-    seen = set()
     for label, names in _DETAIL_FIELDS:
         for name in names:
             value = event.get(name)
-            if value and value not in ("?", "(none)", "unset", "(null)") and (name, value) not in seen:
-                if name == "proctitle" and value == event.get("argv"):
-                    continue
-                seen.add((name, value))
-                limit = MAX_COMMAND_CHARS if name in ("argv", "cmd", "proctitle") else MAX_VALUE_CHARS
-                lines.append(Line(("%s: " % label, value), limit))
-                break
+            if not _known(value) or value in shown or (name == "proctitle" and value == event.get("argv")):
+                continue
+            shown.add(value)
+            limit = MAX_COMMAND_CHARS if name in ("argv", "cmd", "proctitle") else MAX_VALUE_CHARS
+            lines.append(Line(("%s: " % label, V(value)), limit))
+            break
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(event.timestamp))
-    lines.append(Line(("event: ", "%s #%s at %s" % (event.get("records"), event.get("serial"), stamp))))
+    lines.append(Line(("event: ", V(event.get("records")), " #", V(event.get("serial")), " at " + stamp)))
     return lines
 
 
 def format_event(event: Event) -> Notification:
     """One notification for one event: headline, then details."""
     head, failed = headline(event)
-    host = event.get("node")
-    head = head + (" on ", host) if host else head
+    if event.get("node"):
+        head = head + (" on ", V(event.get("node")))
     marker = "❌ " if failed else "✅ " if failed is not None else "ℹ️ "
-    lines = details(event)
+    lines = details(event, head)
     body = _fit([marker + head.text()] + [ln.text() for ln in lines], MAX_BODY_BYTES, "\n")
     html_lines = ["%s<b>%s</b>" % (marker, head.html())] + [ln.html() for ln in lines]
     formatted = _fit(html_lines, MAX_HTML_BYTES, "<br>\n")
@@ -1240,7 +1269,7 @@ class Digester:
             return True, closed
         if not window.folded:
             head, failed = headline(event)
-            head = head + (" on ", event.get("node")) if event.get("node") else head
+            head = head + (" on ", V(event.get("node"))) if event.get("node") else head
             window.first, window.sample, window.sample_html = event.timestamp, head.text(), head.html()
             window.priority = 1 if failed else 0
         window.folded += 1
@@ -2914,6 +2943,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not plugin.run(fd, wakeup[0]):
                 at_eof = False
                 break
+            plugin.reader.end_of_input()
     except Error as exc:
         log.error("%s", exc)
         sys.stderr.write("audit-notify: %s\n" % exc)

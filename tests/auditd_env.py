@@ -18,6 +18,18 @@ What it does
 * Takes a global ``fcntl.flock`` on ``/run/audit-notify-tests.lock`` for the
   whole lifetime of the daemon: only one auditd can own the kernel's audit
   netlink, so parallel pytest processes queue up here instead of fighting.
+* ``local_events=False`` makes an *aggregator* instead (``local_events =
+  no``): it never registers with the kernel, so it takes no lock, touches
+  no kernel setting and deletes no rules, and it can run beside the
+  kernel-holding one.  With ``tcp_listen_port=N`` it listens for
+  ``audisp-remote`` clients (``distribute_network = yes``, so its plugin
+  sees their records).  auditd always writes ``/var/run/auditd.pid`` and,
+  on SIGCONT, ``/var/run/auditd.state``, and unlinks both when it exits, so
+  an aggregator gets a private ``/run`` (a bind mount in its own mount
+  namespace; ``private_run=``) and the two never touch each other's files.
+* ``binds={"/etc/audit/audisp-remote.conf": "DIR/x.conf"}`` bind-mounts
+  files over others inside the daemon's mount namespace (its plugins see
+  them too): audisp-remote reads only that fixed path.
 * Writes ``DIR/auditd.conf`` (0640, root) with ``log_file = DIR/audit.log``,
   ``plugin_dir = DIR/plugins.d`` and the requested ``log_format``,
   ``q_depth``, ``end_of_event_timeout``, ``name_format``...; and, if
@@ -146,6 +158,39 @@ def kernel_status() -> dict:
         except ValueError:
             result[key] = value
     return result
+
+
+def listening_tcp_ports() -> set:
+    """Local ports of TCP sockets in LISTEN state (IPv4 and IPv6)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 3 and parts[3] == "0A":
+                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
+
+
+def free_tcp_port(host: str = "127.0.0.1", below: Optional[int] = None) -> int:
+    """A TCP port nobody uses now (bound and released at once).  below=1024
+    picks a privileged one, for audisp-remote's local_port."""
+    if below is None:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            return s.getsockname()[1]
+    for port in range(below - 1, 599, -1):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise AuditdError(f"no free TCP port below {below}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -296,6 +341,10 @@ class _SyslogSink(threading.Thread):
 _NS_SETUP = r"""
 set -e
 D="$1"; SOCK="$2"; shift 2
+# SOURCE TARGET pairs to bind-mount, up to "--"
+while [ "$1" != "--" ]; do mount --bind "$1" "$2"; shift 2; done
+shift
+[ "$D" = "-" ] && exec "$@"
 mount -t tmpfs -o mode=0755,size=64k auditd-test-dev "$D"
 for n in null zero full random urandom tty; do
     if [ -e "/dev/$n" ]; then : > "$D/$n"; mount --bind "/dev/$n" "$D/$n"; fi
@@ -336,6 +385,10 @@ class PrivateAuditd:
         capture_plugin_stderr: bool = False,
         backlog_limit: Optional[int] = 8192,
         extra_conf: Optional[dict] = None,
+        local_events: bool = True,
+        tcp_listen_port: Optional[int] = None,
+        binds: Optional[dict] = None,
+        private_run: Optional[bool] = None,
         lock_timeout: float = 300.0,
         start_timeout: float = 20.0,
         stop_timeout: float = 10.0,
@@ -375,6 +428,12 @@ class PrivateAuditd:
         self.capture_plugin_stderr = capture_plugin_stderr
         self.backlog_limit = backlog_limit
         self.extra_conf = dict(extra_conf or {})
+        # False: an aggregator (local_events = no) that leaves the kernel alone
+        self.local_events = bool(local_events)
+        self.tcp_listen_port = int(tcp_listen_port) if tcp_listen_port else None
+        self.binds = {str(k): str(v) for k, v in (binds or {}).items()}
+        self.private_run = (not self.local_events) if private_run is None else private_run
+        self.run_dir = self.dir / "run"
         self.lock_timeout = lock_timeout
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -398,7 +457,7 @@ class PrivateAuditd:
 
     def _conf_text(self) -> str:
         conf = {
-            "local_events": "yes",
+            "local_events": "yes" if self.local_events else "no",
             "write_logs": "yes",
             "log_file": str(self.log_file),
             "log_group": "root",
@@ -434,6 +493,9 @@ class PrivateAuditd:
         }
         if self.name is not None:
             conf["name"] = self.name
+        if self.tcp_listen_port:
+            conf["tcp_listen_port"] = str(self.tcp_listen_port)
+            conf["distribute_network"] = "yes"
         conf.update({k: str(v) for k, v in self.extra_conf.items()})
         lines = ["# written by tests/auditd_env.py"]
         lines += [f"{k} = {v}" for k, v in conf.items()]
@@ -483,7 +545,8 @@ class PrivateAuditd:
     # -- lifecycle ----------------------------------------------------------
 
     def start(self) -> "PrivateAuditd":
-        self._lock.acquire(self.lock_timeout)
+        if self.local_events:
+            self._lock.acquire(self.lock_timeout)
         try:
             self._start_locked()
         except BaseException:
@@ -526,27 +589,36 @@ class PrivateAuditd:
         )
 
     def _start_locked(self) -> None:
-        status = kernel_status()
-        status = self._reap_stale_own_auditd(status)
-        self._saved_status = status
+        if self.local_events:
+            status = kernel_status()
+            status = self._reap_stale_own_auditd(status)
+            self._saved_status = status
         self._write_files()
-        if self.backlog_limit:
+        if self.local_events and self.backlog_limit:
             auditctl("-b", str(self.backlog_limit))
 
         if self.mode == "nofork":
             argv = [AUDITD, "-n", "-c", str(self.dir)]
         else:
             argv = [AUDITD, "-f", "-c", str(self.dir)]
-        if self.capture_syslog:
-            devdir = self.dir / "dev"
-            devdir.mkdir(mode=0o755)
-            sock = self.dir / "syslog.sock"
-            self._sink = _SyslogSink(sock, self.syslog_file)
-            self._sink.start()
+        binds = []
+        if self.private_run:
+            self.run_dir.mkdir(mode=0o755)
+            binds += [str(self.run_dir), "/run"]
+        for target, source in self.binds.items():
+            binds += [source, target]
+        if self.capture_syslog or binds:
+            devdir = sock = "-"
+            if self.capture_syslog:
+                devdir = self.dir / "dev"
+                devdir.mkdir(mode=0o755)
+                sock = self.dir / "syslog.sock"
+                self._sink = _SyslogSink(sock, self.syslog_file)
+                self._sink.start()
             argv = [
                 "unshare", "--mount", "--propagation", "private",
                 "/bin/sh", "-c", _NS_SETUP, "ns-setup",
-                str(devdir), str(sock), *argv,
+                str(devdir), str(sock), *binds, "--", *argv,
             ]
         if self.mode == "foreground":
             self._stdout = open(self.log_file, "ab")
@@ -566,10 +638,11 @@ class PrivateAuditd:
             start_new_session=True,
         )
         self.pid = self.proc.pid  # unshare and sh exec, so this is auditd
-        self._lock.write_owner(
-            pid=self.pid, dir=str(self.dir), started=self.started_at,
-            orig_enabled=self._saved_status.get("enabled", ""),
-            orig_backlog_limit=self._saved_status.get("backlog_limit", ""))
+        if self.local_events:
+            self._lock.write_owner(
+                pid=self.pid, dir=str(self.dir), started=self.started_at,
+                orig_enabled=self._saved_status.get("enabled", ""),
+                orig_backlog_limit=self._saved_status.get("backlog_limit", ""))
 
         deadline = time.monotonic() + self.start_timeout
         while True:
@@ -580,10 +653,12 @@ class PrivateAuditd:
                     f"stderr: {self._read(self.stderr_file)[-2000:]!r} "
                     f"syslog: {self.daemon_messages()[-20:]!r}"
                 )
-            if (
-                kernel_status().get("pid") == self.pid
-                and "DAEMON_START" in self.log_text()
-            ):
+            if self.local_events:
+                ready = kernel_status().get("pid") == self.pid
+            else:
+                ready = (not self.tcp_listen_port
+                         or self.tcp_listen_port in listening_tcp_ports())
+            if ready and "DAEMON_START" in self.log_text():
                 break
             if time.monotonic() >= deadline:
                 raise AuditdError(
@@ -643,8 +718,9 @@ class PrivateAuditd:
                     os.kill(self.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=10)
-            with contextlib.suppress(Exception):
-                auditctl("-D", check=False)
+            if self.local_events:
+                with contextlib.suppress(Exception):
+                    auditctl("-D", check=False)
             saved = self._saved_status
             if saved:
                 if isinstance(saved.get("backlog_limit"), int) and self.backlog_limit:
@@ -674,15 +750,24 @@ class PrivateAuditd:
     def add_rule(self, *args: str) -> None:
         """`auditctl ARGS...`, e.g. add_rule("-w", "/etc/passwd", "-p", "wa",
         "-k", "identity").  All rules are deleted (auditctl -D) on stop."""
+        self._kernel_only("add_rule")
         auditctl(*[str(a) for a in args])
         self.rules_added.append(list(args))
 
     def delete_all_rules(self) -> None:
+        self._kernel_only("delete_all_rules")
         auditctl("-D")
 
     def user_message(self, text: str) -> None:
         """`auditctl -m TEXT`: a type=USER record from userspace."""
+        self._kernel_only("user_message")
         auditctl("-m", text)
+
+    def _kernel_only(self, what: str) -> None:
+        if not self.local_events:
+            raise AuditdError(
+                f"{what}: this auditd has local_events = no; the kernel "
+                "(and its rules) belong to the kernel-holding auditd")
 
     # -- observation --------------------------------------------------------
 
@@ -748,15 +833,19 @@ class PrivateAuditd:
         'plugin queue size', 'plugin queue overflow detected' (yes/no),
         'plugin queueing suspended'."""
         before = time.time()
+        # as auditd sees it (a private /run for an aggregator); the symlink
+        # /var/run -> /run is resolved here, as /proc/PID/root would follow
+        # an absolute link back into *our* root
+        state_file = f"/proc/{self.pid}/root{os.path.realpath(STATE_FILE)}"
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(STATE_FILE)
+            os.unlink(state_file)
         os.kill(self.pid, signal.SIGCONT)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                text = Path(STATE_FILE).read_text()
+                text = Path(state_file).read_text()
                 if "plugin queueing suspended" in text and os.stat(
-                        STATE_FILE).st_mtime >= before - 1:
+                        state_file).st_mtime >= before - 1:
                     break
             except FileNotFoundError:
                 pass
@@ -779,7 +868,8 @@ def private_auditd(tmpdir, plugin_path=None, plugin_args=(), log_format="RAW",
     """Context manager around PrivateAuditd (see its __init__ for options:
     end_of_event_timeout, name_format, name, overflow_action, max_restarts,
     mode, capture_syslog, capture_plugin_stderr, backlog_limit, extra_conf,
-    lock_timeout, start_timeout, stop_timeout)."""
+    local_events, tcp_listen_port, binds, private_run, lock_timeout,
+    start_timeout, stop_timeout)."""
     ad = PrivateAuditd(tmpdir, plugin_path=plugin_path,
                        plugin_args=plugin_args, log_format=log_format,
                        rules=rules, q_depth=q_depth, **kwargs)

@@ -15,11 +15,14 @@ import pytest
 
 from auditd_env import (
     AuditdBusy,
+    AuditdError,
     PrivateAuditd,
     auditctl,
     auditd_unavailable_reason,
     event_ids,
+    free_tcp_port,
     kernel_status,
+    listening_tcp_ports,
     private_auditd,
     record_types,
 )
@@ -265,3 +268,33 @@ def test_foreground_mode_messages_on_stderr(tmp_path):
         ad.wait_for_text("an-fg")
     assert any("Init complete" in m for m in ad.daemon_messages())
     assert "type=DAEMON_END" in ad.log_text()
+
+
+def test_an_aggregator_runs_beside_the_kernel_auditd_and_leaves_it_alone(tmp_path, recorder):
+    """local_events=False: no lock, no kernel registration, its own /run
+    (auditd.pid and auditd.state), no auditctl -D when it stops."""
+    out = tmp_path / "plugin.out"
+    with private_auditd(tmp_path / "k", rules=["-w /etc/hostname -p wa -k an-keep"]) as kernel:
+        port = free_tcp_port()
+        with private_auditd(tmp_path / "a", plugin_path=str(recorder), plugin_args=(str(out),),
+                            local_events=False, tcp_listen_port=port, lock_timeout=0.3) as agg:
+            assert kernel_status()["pid"] == kernel.pid
+            assert port in listening_tcp_ports()
+            assert Path("/var/run/auditd.pid").read_text().strip() == str(kernel.pid)
+            assert Path(f"/proc/{agg.pid}/root/run/auditd.pid").read_text().strip() == str(agg.pid)
+            report = agg.state_report()
+            assert report["listening for network connections"] == "yes"
+            assert kernel.state_report()["listening for network connections"] == "no"
+            with pytest.raises(AuditdError):
+                agg.add_rule("-w", "/etc/hostname", "-p", "wa")
+            ad_conf = agg.conf_file.read_text()
+            assert "local_events = no" in ad_conf and "distribute_network = yes" in ad_conf
+        assert port not in listening_tcp_ports()
+        assert kernel_status()["pid"] == kernel.pid
+        assert "an-keep" in auditctl("-l")
+        assert Path("/var/run/auditd.pid").read_text().strip() == str(kernel.pid)
+        kernel.user_message("an-still-here")
+        kernel.wait_for_text("an-still-here")
+    # the aggregator's plugin saw its DAEMON_START: it ran, without the kernel
+    assert _lines(_read(out))[0].startswith("type=DAEMON_START ")
+    assert "type=DAEMON_END" in agg.log_text()
