@@ -968,8 +968,9 @@ def _headline_login(event: Event, failed: bool) -> Line:
         what: Tuple[str, ...] = (before, service, after)
     else:
         what = (service, " " + ok)
-    account = event.get("acct") or event.get("id") or event.get("auid") or "?"
-    return L(*what + (" for ", V(account)) + _from(event))
+    # An empty acct is shown as "" (sshd logs a client's empty user name so).
+    account = event.get("acct") if "acct" in event.fields else event.get("id") or event.get("auid") or "?"
+    return L(*what + (" for ", V(account or '""')) + _from(event))
 
 
 def _headline_sudo(event: Event, failed: bool) -> Line:
@@ -1236,6 +1237,7 @@ class Window:
     sample: str = ""
     sample_html: str = ""
     priority: int = 0
+    node: str = ""
 
 
 class Digester:
@@ -1271,6 +1273,7 @@ class Digester:
             head, failed = headline(event)
             head = head + (" on ", V(event.get("node"))) if event.get("node") else head
             window.first, window.sample, window.sample_html = event.timestamp, head.text(), head.html()
+            window.node = event.get("node")
             window.priority = 1 if failed else 0
         window.folded += 1
         window.last = max(window.last, event.timestamp)
@@ -1311,7 +1314,7 @@ def digest_notification(window: Window, length: float) -> Notification:
     span = "first %s, last %s (%s)" % (first, last, time.strftime("%Z", time.localtime(window.last)))
     body = "🔁 +%s%s\n%s" % (what, window.sample, span)
     formatted = "🔁 <b>+%s</b>%s<br>\n%s" % (html.escape(what), window.sample_html, html.escape(span))
-    fields = {"digest": count, "first": str(window.first), "last": str(window.last)}
+    fields = {"digest": count, "first": str(window.first), "last": str(window.last), "node": window.node}
     return Notification(body=body, html=formatted, fields=fields, timestamp=window.last, priority=window.priority)
 
 
