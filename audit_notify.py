@@ -1163,7 +1163,7 @@ _DETAIL_FIELDS = (
     ("host name", ("hostname",)), ("terminal", ("terminal",)), ("program", ("exe",)), ("command", ("argv", "cmd")),
     ("title", ("proctitle",)), ("directory", ("cwd",)), ("path", ("name",)), ("rule", ("key",)),
     ("syscall", ("syscall",)), ("exit", ("exit",)), ("pid", ("pid",)), ("session", ("ses",)),
-    ("unit", ("unit",)), ("operation", ("op",)),
+    ("unit", ("unit",)),
 )
 
 
@@ -1173,6 +1173,8 @@ def details(event: Event, head: Line) -> List[Line]:
     shown = {p for p in head.parts if isinstance(p, V) and len(p) <= head.limit}
     lines = []
     for label, names in _DETAIL_FIELDS:
+        if label == "as" and event.get("type") in _LOGIN_TYPES:
+            continue  # the uid of sshd, login, sudo...: not the person
         for name in names:
             value = event.get(name)
             if not _known(value) or value in shown or (name == "proctitle" and value == event.get("argv")):
