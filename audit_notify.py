@@ -2245,7 +2245,9 @@ def prepare(config: Config) -> List[str]:
     account = lookup_user(config.user)
     fixed = secure_private(config.credentials, account, "credentials")
     fixed += secure_private(config.store, account, "store")
-    for path in (config.state_dir, config.spool_dir):
+    # The spool first: made while its parent is still root's, root needs no
+    # DAC override (nor the SELinux policy dac_override) to make it.
+    for path in (config.spool_dir, config.state_dir):
         fixed += private_dir(path, account)
     drop_privileges(account)
     return fixed
@@ -2562,6 +2564,7 @@ class Setup:
         self._login(account)
         self._join(account)
         self._plugin_entry()
+        self._relabel()
         if send_test:
             ok, detail = send_once(self.config, test_content("setup"), account, self.run)
             if not ok:
@@ -2673,6 +2676,16 @@ class Setup:
                     return
         _write_new(target, text, 0o640, replace=True)
         self.say("wrote the auditd plugins.d entry %s" % target)
+
+    def _relabel(self):
+        """Where SELinux is on, give what setup wrote its labels from the
+        policy module (selinux/): a new file takes its directory's label,
+        and a plugin labelled bin_t would run unconfined inside auditd_t."""
+        if not os.path.exists("/sys/fs/selinux/enforce") or not shutil.which("restorecon"):
+            return
+        paths = [self.paths[k] for k in ("executable", "config_dir", "state_dir", "plugins_d")]
+        self.run(["restorecon", "-RF"] + paths, check=True)
+        self.say("relabelled for SELinux: %s" % " ".join(paths))
 
     def uninstall(self, purge: bool) -> int:
         for key in ("plugins_d", "executable"):
