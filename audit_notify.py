@@ -24,6 +24,7 @@ is escaped for every renderer it reaches.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import fnmatch
@@ -1654,7 +1655,7 @@ class Sender:
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         self._stop_orphans()
         for path in (self.fifo, self.fifo + ".tmp"):
-            with _suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         os.close(os.open(self.fifo, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         env = {"HOME": self.config.state_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -1672,7 +1673,7 @@ class Sender:
 
     def _pid_file(self, pid: int) -> bool:
         for path in glob.glob(os.path.join(self.config.state_dir, ".run", "matrix-commander.*.pid")):
-            with _suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
                 with open(path) as handle:
                     if int(handle.read().strip() or 0) == pid:
                         return True
@@ -1693,7 +1694,7 @@ class Sender:
     def _stop_orphans(self):
         """Stop a matrix-commander left by an earlier plugin on our store."""
         for path in glob.glob(os.path.join(self.config.state_dir, ".run", "matrix-commander.*.pid")):
-            with _suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
                 with open(path) as handle:
                     pid = int(handle.read().strip() or 0)
                 with open("/proc/%d/cmdline" % pid, "rb") as handle:
@@ -1701,7 +1702,7 @@ class Sender:
                 if self.config.store.encode() in cmdline and self.fifo.encode() in cmdline:
                     log.warning("stopping an orphaned matrix-commander (pid %d) on our store", pid)
                     os.kill(pid, signal.SIGKILL)
-            with _suppress(OSError):
+            with contextlib.suppress(OSError):
                 os.unlink(path)
 
     def _kill(self, reason: str):
@@ -1815,21 +1816,8 @@ class Sender:
             self._kill("stopped before the homeserver acknowledged it")
         if self._child is not None:
             self._stop_child()
-        with _suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.fifo)
-
-
-class _suppress:
-    """contextlib.suppress, spelled out to keep the import list short."""
-
-    def __init__(self, *kinds):
-        self.kinds = kinds
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, self.kinds)
 
 
 def _die_with_parent():
@@ -2406,7 +2394,7 @@ class Doctor:
         size = sum(os.path.getsize(os.path.join(top, f)) for top, _d, files in os.walk(store) for f in files)
         sessions = 0
         for path in glob.glob(os.path.join(store, "*.db")):
-            with _suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error):
                 db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
                 for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE "
                                            "'%session%'").fetchall():
@@ -2477,7 +2465,7 @@ class Doctor:
     def _plugins_d(self, config_path: str):
         entries = []
         for path in glob.glob(os.path.join(self.root, "etc/audit/plugins.d/*.conf")):
-            with _suppress(OSError):
+            with contextlib.suppress(OSError):
                 with open(path) as handle:
                     entry = dict(line.split("=", 1) for line in handle.read().splitlines()
                                  if "=" in line and not line.lstrip().startswith("#"))
@@ -2619,8 +2607,11 @@ class Setup:
         if os.path.exists(self.config.blacklist):
             self.say("kept the existing blacklist %s" % self.config.blacklist)
         else:
-            with open(example) if os.path.exists(example) else _Empty() as handle:
-                _write_new(self.config.blacklist, handle.read(), 0o640, gid=lookup_user(self.answers.user).gid)
+            text = ""
+            if os.path.exists(example):  # a checkout; an installed copy has none
+                with open(example) as handle:
+                    text = handle.read()
+            _write_new(self.config.blacklist, text, 0o640, gid=lookup_user(self.answers.user).gid)
             self.say("wrote %s" % self.config.blacklist)
 
     def _login(self, account: Account):
@@ -2689,7 +2680,7 @@ class Setup:
 
     def uninstall(self, purge: bool) -> int:
         for key in ("plugins_d", "executable"):
-            with _suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.paths[key])
                 self.say("removed %s" % self.paths[key])
         if purge:
@@ -2704,17 +2695,6 @@ class Setup:
                                                                          self.paths["state_dir"]))
         self.say("restart auditd: service auditd restart")
         return 0
-
-
-class _Empty:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def read(self):
-        return ""
 
 
 def _same_file_content(a: str, b: str) -> bool:
