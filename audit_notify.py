@@ -77,6 +77,11 @@ AUPARSE_PACKAGE_HINT = (
 )
 # Bytes read from stdin at a time: one pipe buffer.
 READ_SIZE = 65536
+# Events held back at most, waiting for more of their records.
+HOLD_MAX = 1000
+# Record types one event may have several of; any other type seen again
+# under the same event id means another event with that id.
+_REPEATING_TYPES = frozenset(("PATH", "EXECVE", "AVC", "AVC_PATH", "OBJ_PID", "SOCKADDR", "UNKNOWN"))
 # How long input must pause before the events held back are emitted (the
 # newest event, in case more of its records come; events whose EOE never
 # came).  Only used while something is held: it is most of the latency of
@@ -315,6 +320,8 @@ class Event:
     fields: Dict[str, str]
     records: List[Tuple[str, Dict[str, str]]]
     timestamp: float
+    ended: bool = False   # its EOE record came: nothing more will
+    skipped: int = 0      # records whose type could not be read
 
     def get(self, name: str, default: str = "") -> str:
         return self.fields.get(name, default)
@@ -359,11 +366,15 @@ def _interpret(au) -> str:
         return _text(au.get_field_str)
 
 
-def _type_name(au) -> str:
+def _type_name(au) -> Optional[str]:
+    """The record's type; None if it cannot be read at all."""
     try:
         return _text(au.get_type_name)
     except LookupError:  # a type number this libauparse has no name for
-        return "UNKNOWN[%d]" % au.get_type()
+        try:
+            return "UNKNOWN[%d]" % au.get_type()
+        except LookupError:
+            return None
 
 
 def _read_fields(au) -> Dict[str, str]:
@@ -387,16 +398,22 @@ def _read_fields(au) -> Dict[str, str]:
     return fields
 
 
-def _read_records(au) -> List[Tuple[str, Dict[str, str]]]:
-    records = []
+def _read_records(au) -> Tuple[List[Tuple[str, Dict[str, str]]], bool, int]:
+    """The event's records (without EOE), whether its EOE was among them,
+    and how many records were skipped because their type is unreadable."""
+    records, ended, skipped = [], False, 0
     au.first_record()
     while True:
         rtype = _type_name(au)
-        if rtype != "EOE":
+        if rtype is None:
+            skipped += 1
+        elif rtype == "EOE":
+            ended = True
+        else:
             records.append((rtype, _read_fields(au)))
         if not au.next_record():
             break
-    return records
+    return records, ended, skipped
 
 
 def _normalized(au, auparse) -> Dict[str, str]:
@@ -457,6 +474,7 @@ def _argv(records) -> str:
 
 
 _SHELL_SAFE = re.compile(r"[\w@%+=:,./-]+")
+_BLANK_LINE = re.compile(rb"\n(?=\n)")
 _ARG_NAME = re.compile(r"a(\d+)(?:\[\d+\])?$")
 
 
@@ -488,8 +506,10 @@ def event_from_parser(au, auparse, default_node: str) -> Event:
     stamp = au.get_timestamp()
     if stamp is None:
         raise Malformed("a record without type= and msg=audit(...)")
-    records = _read_records(au)
-    fields = {"type": records[0][0] if records else _type_name(au), "time": _stamp_text(stamp)}
+    records, ended, skipped = _read_records(au)
+    if not records and not ended:
+        raise Malformed("a record whose type cannot be read")
+    fields = {"type": records[0][0] if records else "EOE", "time": _stamp_text(stamp)}
     fields.update(_normalized(au, auparse))
     if "result" not in fields:
         res = next((f["res"] for _, f in records if "res" in f), None)
@@ -508,7 +528,8 @@ def event_from_parser(au, auparse, default_node: str) -> Event:
     if argv:
         fields["argv"] = argv
     fields["records"] = " ".join(name for name, _ in records)
-    return Event(fields=fields, records=records, timestamp=stamp.sec + stamp.milli / 1000.0)
+    return Event(fields=fields, records=records, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended,
+                 skipped=skipped)
 
 
 @dataclass
@@ -533,10 +554,10 @@ class Counters:
     def snapshot(self) -> dict:
         return dict(self.__dict__, problems=dict(self.problems))
 
-    def problem(self, kind: str, exc_info: bool = False):
-        self.errors += 1
+    def problem(self, kind: str, count: int = 1, exc_info: bool = False):
+        self.errors += count
         seen = self.problems.get(kind, 0)
-        self.problems[kind] = seen + 1
+        self.problems[kind] = seen + count
         if not seen:
             log.error("%s (logged once; counted at exit)", kind, exc_info=exc_info)
 
@@ -553,13 +574,18 @@ class EventReader:
     also emits events whose EOE never came.  Any chunking of the input gives
     the same events.
 
-    auparse sometimes emits one serial as two events: it ends a LOGIN
+    auparse sometimes hands one serial over in pieces: it ends a LOGIN
     record's event at once although the kernel follows it with a SYSCALL
-    record, and records that arrive out of order (a PROCTITLE before its
-    SYSCALL) start a second event.  So the newest event is held until a
-    different one arrives or the loop goes idle, and pieces with the same
-    (node, serial, time) are joined; a lone LOGIN waits for its SYSCALL
-    until the next idle tick.
+    record; records that arrive out of order (a PROCTITLE before its
+    SYSCALL) start a second piece; and within one read it hands events over
+    in time order, so an earlier-stamped event cuts a later one in two.  So
+    pieces are held and joined by (node, serial, time) until their EOE
+    arrives, the input pauses (idle tick), the events arriving are
+    ``eoe_timeout`` seconds newer, or too many are held.  A kernel event
+    with its EOE goes out at once; a one-record user-space event at the
+    next pause.  Input lines that are not audit records, which auparse
+    skips without a word, and NUL bytes, at which it cuts a record, are
+    counted.
     """
 
     def __init__(self, auparse, sink: Callable[[Event], None], counters: Counters,
@@ -569,7 +595,10 @@ class EventReader:
         self._counters = counters
         self._node = default_node
         self._held: Dict[Tuple[str, str, float], Event] = {}
+        self._newest = 0.0
+        self._timeout = eoe_timeout
         self._line_open = False
+        self._line_head = b""  # the first bytes of a line that is not finished
         self._parser = auparse.AuParser(auparse.AUSOURCE_FEED)
         self._parser.set_escape_mode(auparse.AUPARSE_ESC_RAW)
         self._parser.set_eoe_timeout(eoe_timeout)
@@ -584,6 +613,8 @@ class EventReader:
                 return
             event = event_from_parser(au, self._auparse, self._node)
             self._counters.records += len(event.records)
+            if event.skipped:
+                self._counters.problem("records whose type cannot be read skipped", event.skipped)
             self._hold(event)
         except Malformed as exc:
             self._counters.problem("malformed input skipped: %s" % exc)
@@ -593,17 +624,36 @@ class EventReader:
     def _hold(self, event: Event):
         key = (event.fields["node"], event.fields["serial"], event.timestamp)
         first = self._held.get(key)
+        if first is not None and (set(first.types()) & set(event.types())) - _REPEATING_TYPES:
+            self._emit(self._held.pop(key))  # the same id again (a replayed log): another event
+            first = None
         if first is not None:
+            if not first.records:  # a piece that was only an EOE
+                first.fields = event.fields
             first.records.extend(event.records)
             for name, value in event.fields.items():
                 first.fields.setdefault(name, value)
             first.fields["records"] = " ".join(first.types())
-            return
-        for other in [k for k, e in self._held.items() if e.types() != ["LOGIN"]]:
-            self._emit(self._held.pop(other))
-        self._held[key] = event
+            first.ended = first.ended or event.ended
+            event = first
+        else:
+            self._held[key] = event
+        self._newest = max(self._newest, event.timestamp)
+
+    def _release(self):
+        """After each feed(): emit the events whose EOE came (all pieces of
+        one read are joined first, whatever order auparse handed them over
+        in), then those that are too old or too many to keep waiting."""
+        for key in [k for k, e in self._held.items() if e.ended]:
+            self._emit(self._held.pop(key))
+        for old in list(self._held):  # oldest first: stop at the first still young
+            if self._held[old].timestamp >= self._newest - self._timeout and len(self._held) <= HOLD_MAX:
+                break
+            self._emit(self._held.pop(old))
 
     def _emit(self, event: Event):
+        if not event.records:
+            return  # an EOE whose records were all unreadable
         self._counters.events += 1
         self._sink(event)
 
@@ -614,8 +664,35 @@ class EventReader:
 
     def feed(self, data: bytes):
         if data:
+            self._count_strays(data)
             self._parser.feed(data)
             self._line_open = not data.endswith(b"\n")
+            self._release()
+
+    def _count_strays(self, data: bytes):
+        """Count the lines auparse will skip without a word (neither type=
+        nor node= at their start, not blank) and NUL bytes, with bytes.count
+        alone: this runs on every byte of input."""
+        nuls = data.count(b"\0")
+        if nuls:
+            self._counters.problem("NUL bytes in the input (auparse cuts a record there)", nuls)
+        end = data.rfind(b"\n")
+        if end < 0:
+            if len(self._line_head) < 5:
+                self._line_head += data[:5]
+            self._line_open = True
+            return
+        done = b"\n" + data[:end + 1]
+        lines = done.count(b"\n") - 1
+        blank = len(_BLANK_LINE.findall(done))  # a lookahead: runs of blank lines overlap
+        good = done.count(b"\ntype=") + done.count(b"\nnode=") + blank
+        if self._line_open:  # the first line began in an earlier chunk
+            first = self._line_head + data[:5]
+            good += first.startswith((b"type=", b"node=")) - data.startswith((b"type=", b"node=", b"\n"))
+        strays = lines - good
+        if strays > 0:
+            self._counters.problem("input lines that are not audit records skipped", strays)
+        self._line_head = data[end + 1:end + 6]
 
     def end_of_input(self):
         """Close a last line without its newline: auparse would drop it, or
