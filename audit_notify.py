@@ -4,21 +4,28 @@
 An auditd plugin (see auditd-plugins(5)).  The data flows one way::
 
     auditd (format = string) ─ stdin ─┐
-    ausearch --raw ... | or FILE ... ─┴─> EventReader   auparse feed: records -> events
-                                          RuleSet       allow-list / blacklist
-                                          format_event  plain body + escaped HTML
-                                          Courier       matrix-commander, one at a time
-                                          Plugin        select() loop, signals, counters
+    ausearch --raw ... | or FILE ... ─┴─> EventReader  auparse feed: records -> events
+                                          RuleSet      allow-list / blacklist
+                                          Digester     floods -> one summary per window
+                                          format_event plain body + escaped HTML
+                                          Spool        sqlite3 (WAL): accepted = on disk
+                                          Sender       one warm matrix-commander, via a FIFO
+                                          Plugin       the select() loop, signals, counters
+
+Sections follow the data: config, auparse, events, rules, format, digests,
+spool, delivery, daemon; then logging, privileges, the doctor and setup,
+and the CLI.
 
 Try it by hand, without any homeserver::
 
     ausearch --start today --raw | python3 audit_notify.py --dry-run
     python3 audit_notify.py --dry-run --json tests/data/debian12-sample.log
 
-The module runs as root inside auditd, so it is kept to the standard library
-plus the system's auparse bindings, does nothing at import time, and treats
-every byte of audit data as hostile: it never reaches argv or a shell, and it
-is escaped for every renderer it reaches.
+The module runs as root inside auditd (until it drops to its own user), so
+it is kept to the standard library plus the system's auparse bindings, does
+nothing at import time, and treats every byte of audit data as hostile: it
+never reaches argv or a shell, and it is escaped for every renderer it
+reaches.
 """
 
 from __future__ import annotations
@@ -103,6 +110,9 @@ SHUTDOWN_GRACE = 5.0
 # At EOF (someone piping ausearch by hand) the spool gets this long to be
 # delivered; what is left is sent by the next start.
 EOF_DRAIN_SECONDS = 120.0
+# At EOF, stop waiting for the homeserver after this many failed sends in a
+# row (it is down: the spool is sent by the next start).
+EOF_GIVE_UP_FAILURES = 4
 # While input keeps coming, new notifications are committed at least this
 # often; when it pauses, at once.
 COMMIT_DELAY = 0.2
@@ -1880,12 +1890,14 @@ class Sender:
         else:
             log.debug("sending failed again (%d): %s; next try in %.0f s", self._failures, reason[:300], delay)
 
-    def stop(self, seconds: float, wait: Callable[[List[int], Optional[float]], List[int]]):
-        """Deliver for at most ``seconds`` (everything at EOF, the event in
-        flight at SIGTERM), then stop matrix-commander; the rest stays
+    def stop(self, seconds: float, wait: Callable[[List[int], Optional[float]], List[int]], drain: bool):
+        """Finish the event in flight, and with ``drain`` (EOF: someone
+        piping ausearch) the whole spool, for at most ``seconds``, and not
+        through an outage; then stop matrix-commander.  The rest stays
         spooled for the next start."""
         end = self._clock() + seconds
-        while self._clock() < end and (self._inflight is not None or (seconds > SHUTDOWN_GRACE and self.busy())):
+        while self._clock() < end and (self._inflight is not None or (
+                drain and self.busy() and self._failures < EOF_GIVE_UP_FAILURES)):
             deadline = self.deadline()
             timeout = max(0.0, min(end, deadline if deadline is not None else end) - self._clock())
             self.step(wait(self.fds(), timeout))
@@ -2128,7 +2140,7 @@ class Plugin:
         self._close_digests(everything=True)
         self.commit()
         if self.sender is not None:
-            self.sender.stop(EOF_DRAIN_SECONDS if at_eof else SHUTDOWN_GRACE, self._wait)
+            self.sender.stop(EOF_DRAIN_SECONDS if at_eof else SHUTDOWN_GRACE, self._wait, drain=at_eof)
         if isinstance(self.sink, Spool):
             self.commit()
         c = self.counters
