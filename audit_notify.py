@@ -1587,16 +1587,23 @@ SWAP_POLL = 0.003
 _MC_ERROR = re.compile(r"\bE\d{3}\b")
 
 
-def matrix_commander_argv(config: Config, fifo: str) -> List[str]:
+def matrix_commander_argv(config: Config, events: List[str]) -> List[str]:
     """No audit text is ever in argv: matrix-commander parses a message
     that starts with '-' as an option, and a later '--room=' in the text
-    redirects it.  The events go in through ``fifo``.  ``--log-level ERROR
-    ERROR`` keeps it from logging each message's plaintext."""
+    redirects it.  The events go in through the files ``events`` (our FIFO,
+    or "-" for stdin).  ``--log-level ERROR ERROR`` keeps it from logging
+    each message's plaintext."""
     argv = [config.matrix_commander, "--credentials", config.credentials, "--store", config.store,
             "--log-level", "ERROR", "ERROR", "--print-event-id"]
     if config.room:
         argv += ["--room", config.room]
-    return argv + ["--event"] + [fifo] * SENDER_SLOTS
+    return argv + ["--event"] + events
+
+
+def mc_env(config: Config) -> Dict[str, str]:
+    """matrix-commander's whole environment (auditd gives its plugins none):
+    HOME is state_dir, where it writes its pid files."""
+    return {"HOME": config.state_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 class _Child:
@@ -1745,11 +1752,10 @@ class Sender:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         os.close(os.open(self.fifo, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        env = {"HOME": self.config.state_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         try:
             process = self._spawn(
-                matrix_commander_argv(self.config, self.fifo), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
+                matrix_commander_argv(self.config, [self.fifo] * SENDER_SLOTS), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=mc_env(self.config), close_fds=True,
                 cwd=self.config.state_dir, preexec_fn=_die_with_parent)
         except OSError as exc:
             self._failed("cannot run %s: %s" % (self.config.matrix_commander, exc))
@@ -2161,13 +2167,18 @@ def _drain(fd: int):
 # ---------------------------------------------------------------------------
 
 
+def refuse_public_parent(path: str):
+    """Nothing of ours goes in a directory everyone may write (/tmp), where
+    another user could plant a file or a symlink in its place."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(parent) and os.stat(parent).st_mode & stat.S_IWOTH:
+        raise Error("refusing %s: its directory %s is writable by everyone" % (path, parent))
+
+
 def open_private_file(path: str) -> int:
     """Open (creating 0600) a file for appending, refusing world-writable
     directories such as /tmp and symlinks planted in the file's place."""
-    parent = os.path.dirname(os.path.abspath(path))
-    mode = os.stat(parent).st_mode
-    if mode & stat.S_IWOTH:
-        raise Error("refusing to write %s: its directory %s is writable by everyone" % (path, parent))
+    refuse_public_parent(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     os.fchmod(fd, 0o600)
     return fd
@@ -2284,9 +2295,7 @@ def secure_private(path: str, account: Account, what: str) -> List[str]:
 def private_dir(path: str, account: Account) -> List[str]:
     """Spool and state: 0700, owned by the user; never under a directory
     that everyone may write (/tmp), where another user could plant files."""
-    parent = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(parent) and os.stat(parent).st_mode & stat.S_IWOTH:
-        raise Error("refusing %s: its directory %s is writable by everyone" % (path, parent))
+    refuse_public_parent(path)
     fixed = []
     if not os.path.isdir(path):
         os.makedirs(path, mode=0o700)
@@ -2357,10 +2366,9 @@ def send_once(config: Config, content: dict, account: Optional[Account], run=sub
     """Send one event with a one-shot matrix-commander (setup's test message,
     --check --send-test); True and the event id, or False and why."""
     event = json.dumps({"type": "m.room.message", "content": content}).encode("utf-8")
-    argv = matrix_commander_argv(config, "-")[:-SENDER_SLOTS - 1] + ["--event", "-"]
-    env = {"HOME": config.state_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    argv = matrix_commander_argv(config, ["-"])
     try:
-        result = run(argv, input=event, capture_output=True, timeout=config.send_timeout, env=env,
+        result = run(argv, input=event, capture_output=True, timeout=config.send_timeout, env=mc_env(config),
                      cwd=config.state_dir, start_new_session=True, **run_as(account))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
@@ -2737,8 +2745,8 @@ class Setup:
         self.say("the bot is in %s" % self.config.room)
 
     def _mc(self, argv: List[str], account: Account, stdin: str, what: str):
-        env = {"HOME": self.config.state_dir, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-        result = self.run(argv, input=stdin.encode(), capture_output=True, env=env, cwd=self.config.state_dir,
+        result = self.run(argv, input=stdin.encode(), capture_output=True, env=mc_env(self.config),
+                          cwd=self.config.state_dir,
                           timeout=120, start_new_session=True, umask=0o077, **run_as(account))
         if result.returncode != 0:
             raise Error("could not %s: %s" % (what, _first_error_line(result.stderr.decode("utf-8", "replace"))
