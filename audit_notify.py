@@ -315,9 +315,15 @@ NORMALIZED_FIELDS = (
 # Added by this plugin.
 EXTRA_FIELDS = ("node", "serial", "key", "argv", "records")
 _EVENT_LEVEL = frozenset(NORMALIZED_FIELDS + EXTRA_FIELDS)
+# What an event's summary holds, read as the event arrives: what digests
+# group by, and what rules most often test.
+SUMMARY_FIELDS = ("type", "time", "node", "serial", "records", "kind", "action", "object_kind", "how",
+                  "session", "primary_subject", "secondary_subject", "primary_object", "secondary_object",
+                  "result", "key", "success")
+_SUMMARY = frozenset(SUMMARY_FIELDS)
+_EVENT_LEVEL_SET_LATER = frozenset(("node", "serial", "records"))
 
 
-@dataclass
 class Event:
     """One audit event: all records sharing a serial (and node).
 
@@ -325,23 +331,72 @@ class Event:
     its audit name, interpreted (hex decoded, ids to names); where several
     records carry a name the first wins.  ``records`` keeps each record's own
     fields for the formatter and for rules on repeated names (PATH ``name``).
+
+    Reading every field of every record through auparse's bindings is most
+    of the cost of a flood, and in a flood most events are only counted into
+    a digest.  So an event read from the live stream starts as a *summary*:
+    its record types and the fields that rules and digests usually ask for
+    (SUMMARY_FIELDS).  Asking for anything else reads the event's own lines
+    again with a second parser, once (``load``); the result is the same as
+    reading everything at once (tests/test_events.py checks this over every
+    corpus event).
     """
 
-    fields: Dict[str, str]
-    records: List[Tuple[str, Dict[str, str]]]
-    timestamp: float
-    ended: bool = False   # its EOE record came: nothing more will
-    skipped: int = 0      # records whose type could not be read
+    __slots__ = ("_fields", "_records", "_types", "_load", "timestamp", "ended", "skipped")
+
+    def __init__(self, fields: Dict[str, str], records: Optional[List[Tuple[str, Dict[str, str]]]] = None,
+                 timestamp: float = 0.0, ended: bool = False, skipped: int = 0,
+                 types: Optional[List[str]] = None, load: Optional[Callable[[], Optional["Event"]]] = None):
+        self._fields = fields
+        self._records = records if records is not None else []
+        self._types = types
+        self._load = load
+        self.timestamp = timestamp
+        self.ended = ended      # its EOE record came: nothing more will
+        self.skipped = skipped  # records whose type could not be read
+
+    def _read_all(self):
+        if self._load is not None:
+            load, self._load = self._load, None
+            whole = load()
+            if whole is None:  # could not be read again: what the summary has
+                self._records = [(name, {}) for name in self._types]
+            else:
+                self._fields, self._records = whole._fields, whole._records
+            self._types = None
+
+    @property
+    def whole(self) -> bool:
+        """Whether every record has been read (not only the summary)."""
+        return self._load is None
+
+    @property
+    def fields(self) -> Dict[str, str]:
+        self._read_all()
+        return self._fields
+
+    @property
+    def records(self) -> List[Tuple[str, Dict[str, str]]]:
+        self._read_all()
+        return self._records
+
+    def _settled(self, name: str) -> bool:
+        """Whether ``name``'s value (or its absence) is known without
+        reading the whole event."""
+        return self._load is None or name in _SUMMARY or name in self._fields
 
     def get(self, name: str, default: str = "") -> str:
-        return self.fields.get(name, default)
+        if not self._settled(name):
+            self._read_all()
+        return self._fields.get(name, default)
 
     def values(self, name: str) -> List[str]:
         """Every value of a field in the event, for rule matching.  The
         event-level fields (``type`` is the first record's, as in the
         original) have one; a raw field has one per record that has it."""
         if name in _EVENT_LEVEL:
-            return [self.fields[name]] if name in self.fields else []
+            value = self.get(name, None)
+            return [] if value is None else [value]
         found = []
         for _, fields in self.records:
             value = fields.get(name)
@@ -356,7 +411,21 @@ class Event:
         return None
 
     def types(self) -> List[str]:
-        return [name for name, _ in self.records]
+        if self._types is not None:
+            return self._types
+        return [name for name, _ in self._records]
+
+    def absorb(self, piece: "Event"):
+        """Join another piece of this event (see EventReader): its records
+        follow, and its fields fill in what this one lacks."""
+        if not self.records:  # a piece that was only an EOE
+            self._fields = dict(piece.fields)
+        self.records.extend(piece.records)
+        for name, value in piece.fields.items():
+            self._fields.setdefault(name, value)
+        self._fields["records"] = " ".join(self.types())
+        self.ended = self.ended or piece.ended
+        self.skipped += piece.skipped
 
 
 def _text(call, *args) -> str:
@@ -429,7 +498,10 @@ def _read_records(au) -> Tuple[List[Tuple[str, Dict[str, str]]], bool, int]:
 def _normalized(au, auparse) -> Dict[str, str]:
     """The original script's fields, computed the same way: subjects read
     "value = field" ("system" for an unset primary), objects "field = value",
-    and "n/a" where the normalizer has nothing."""
+    and "n/a" where the normalizer has nothing.  Called first thing: the
+    normalizer searches each record from where its field cursor is, so
+    fields read before would change its answers (an AVC on a directory
+    came out "admin-defined-rule" instead of "file")."""
     out: Dict[str, str] = {}
     if au.aup_normalize(auparse.NORM_OPT_NO_ATTRS):
         out["error"] = "Error normalizing"
@@ -516,11 +588,12 @@ def event_from_parser(au, auparse, default_node: str) -> Event:
     stamp = au.get_timestamp()
     if stamp is None:
         raise Malformed("a record without type= and msg=audit(...)")
+    normalized = _normalized(au, auparse)
     records, ended, skipped = _read_records(au)
     if not records and not ended:
         raise Malformed("a record whose type cannot be read")
     fields = {"type": records[0][0] if records else "EOE", "time": _stamp_text(stamp)}
-    fields.update(_normalized(au, auparse))
+    fields.update(normalized)
     if "result" not in fields:
         res = next((f["res"] for _, f in records if "res" in f), None)
         if res is not None:
@@ -540,6 +613,137 @@ def event_from_parser(au, auparse, default_node: str) -> Event:
     fields["records"] = " ".join(name for name, _ in records)
     return Event(fields=fields, records=records, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended,
                  skipped=skipped)
+
+
+def _first_value(au, name: str) -> Optional[str]:
+    """The first value of a field in the parser's current event, read
+    without walking every field (auparse searches in C)."""
+    au.first_record()
+    if au.find_field(name) is None:  # not there, or there with no text
+        try:
+            if au.get_field_name() != name:
+                return None
+        except (RuntimeError, UnicodeDecodeError):
+            return None
+    return _interpret(au)
+
+
+def summary_from_parser(au, auparse, default_node: str, lines: "LineIndex",
+                        read_again: Callable[[str], Optional[Event]]) -> Event:
+    """An Event that holds only SUMMARY_FIELDS until more is asked for,
+    then calls ``read_again`` on its records' lines.  An event whose lines
+    cannot be had exactly as fed (enrichment lost, bytes that are not
+    UTF-8) or that auparse cannot normalize is read whole at once."""
+    stamp = au.get_timestamp()
+    if stamp is None:
+        raise Malformed("a record without type= and msg=audit(...)")
+    normalized = _normalized(au, auparse)
+    types, texts, ended = [], [], False
+    au.first_record()
+    while True:
+        rtype = _type_name(au)
+        try:
+            text = lines.take(au.get_record_text())
+        except UnicodeDecodeError:
+            text = None
+        if text is None or rtype is None:
+            return event_from_parser(au, auparse, default_node)
+        texts.append(text)
+        if rtype == "EOE":
+            ended = True
+        else:
+            types.append(rtype)
+        if not au.next_record():
+            break
+    if not types and not ended:
+        raise Malformed("a record whose type cannot be read")
+    if "error" in normalized:
+        return event_from_parser(au, auparse, default_node)
+    fields = {"type": types[0] if types else "EOE", "time": _stamp_text(stamp)}
+    fields.update(normalized)
+    # The rest as the whole event has them: "result" is the first "res";
+    # a name the normalizer left out is the first record's raw field.
+    result = _first_value(au, "res")
+    if result is not None:
+        fields["result"] = result
+    for name in SUMMARY_FIELDS:
+        if name not in fields and name not in _EVENT_LEVEL_SET_LATER:
+            value = _first_value(au, name)
+            if value is not None:
+                fields[name] = value
+    if fields.get("key") in ("(null)", "(none)"):
+        del fields["key"]
+    fields["node"] = _text(lambda: stamp.host) or default_node
+    fields["serial"] = str(stamp.serial)
+    fields["records"] = " ".join(types)
+    text = "\n".join(texts) + "\n"
+    return Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
+                 load=lambda: read_again(text))
+
+
+def read_event_text(auparse, text: str, default_node: str) -> Event:
+    """Read one event's lines again, whole, with a parser of their own."""
+    parser = auparse.AuParser(auparse.AUSOURCE_BUFFER, text)
+    parser.set_escape_mode(auparse.AUPARSE_ESC_RAW)
+    whole = None
+    while parser.parse_next_event():
+        piece = event_from_parser(parser, auparse, default_node)
+        if whole is None:
+            whole = piece
+        else:
+            whole.absorb(piece)
+    if whole is None:
+        raise Malformed("an event's lines could not be read again")
+    return whole
+
+
+class LineIndex:
+    """The input lines as fed, by their text up to the enrichment, for
+    reading an event again later.
+
+    auparse hands a record's text back without its ENRICHED part (after
+    0x1d: the names auditd resolved on the host that logged it), and
+    reading it again without that would resolve ids with this host's
+    passwd.  So, once the stream shows enrichment, each line is kept here
+    until its record is claimed; a record that is not found (the index
+    was trimmed, or auparse cut the line at a NUL) makes its event be read
+    whole at once, never with names guessed.  A stream without enrichment
+    costs nothing here.
+    """
+
+    MAX_LINES = 50000  # lines no event claimed (not records, cut lines)
+    MAX_LINE = 65536   # a record line is at most ~9 KB plus its enrichment
+
+    def __init__(self, enriched: bool = False):
+        self.enriched = enriched
+        self._lines: Dict[str, str] = {}
+        self._partial = b""
+
+    def add(self, data: bytes):
+        if not self.enriched and b"\x1d" not in data:
+            self._partial = b""
+            return
+        self.enriched = True
+        chunks = (self._partial + data).split(b"\n")
+        self._partial = chunks.pop()
+        if len(self._partial) > self.MAX_LINE:
+            self._partial = b""
+        lines = self._lines
+        for chunk in chunks:
+            try:
+                line = chunk.decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # such an event is read whole at once
+            lines[line.partition("\x1d")[0]] = line
+        if len(lines) > self.MAX_LINES:
+            for old in list(lines)[:len(lines) // 2]:
+                del lines[old]
+
+    def take(self, text: str) -> Optional[str]:
+        """The line a record came from, with its enrichment."""
+        if not self.enriched:
+            return text
+        return self._lines.pop(text, None)
 
 
 @dataclass
@@ -599,7 +803,7 @@ class EventReader:
     """
 
     def __init__(self, auparse, sink: Callable[[Event], None], counters: Counters,
-                 default_node: str = "", eoe_timeout: int = 2):
+                 default_node: str = "", eoe_timeout: int = 2, lazy: bool = True):
         self._auparse = auparse
         self._sink = sink
         self._counters = counters
@@ -609,6 +813,8 @@ class EventReader:
         self._timeout = eoe_timeout
         self._line_open = False
         self._line_head = b""  # the first bytes of a line that is not finished
+        self._lines: Optional[LineIndex] = LineIndex() if lazy else None
+        self._fed = False
         self._parser = auparse.AuParser(auparse.AUSOURCE_FEED)
         self._parser.set_escape_mode(auparse.AUPARSE_ESC_RAW)
         self._parser.set_eoe_timeout(eoe_timeout)
@@ -621,8 +827,11 @@ class EventReader:
         try:
             if cbtype != self._auparse.AUPARSE_CB_EVENT_READY:
                 return
-            event = event_from_parser(au, self._auparse, self._node)
-            self._counters.records += len(event.records)
+            if self._lines is None:
+                event = event_from_parser(au, self._auparse, self._node)
+            else:
+                event = summary_from_parser(au, self._auparse, self._node, self._lines, self._read_again)
+            self._counters.records += len(event.types())
             if event.skipped:
                 self._counters.problem("records whose type cannot be read skipped", event.skipped)
             self._hold(event)
@@ -631,20 +840,37 @@ class EventReader:
         except Exception:  # noqa: BLE001 - a bad event must not stop the stream
             self._counters.problem("could not read an audit event", exc_info=True)
 
+    @property
+    def lazy(self) -> bool:
+        """Whether events start as summaries.  Worth it when most events
+        are only digested; with digests off every event is formatted, and
+        reading it twice would only cost."""
+        return self._lines is not None
+
+    @lazy.setter
+    def lazy(self, on: bool):
+        if on and self._lines is None:
+            # Lines fed before now are not in the new index: if the stream
+            # may be enriched, their events are read whole.
+            self._lines = LineIndex(enriched=self._fed)
+        elif not on:
+            self._lines = None
+
+    def _read_again(self, text: str) -> Optional[Event]:
+        try:
+            return read_event_text(self._auparse, text, self._node)
+        except Exception:  # noqa: BLE001 - keep what the summary has
+            self._counters.problem("could not read an event's records again", exc_info=True)
+            return None
+
     def _hold(self, event: Event):
-        key = (event.fields["node"], event.fields["serial"], event.timestamp)
+        key = (event.get("node"), event.get("serial"), event.timestamp)
         first = self._held.get(key)
         if first is not None and (set(first.types()) & set(event.types())) - _REPEATING_TYPES:
             self._emit(self._held.pop(key))  # the same id again (a replayed log): another event
             first = None
         if first is not None:
-            if not first.records:  # a piece that was only an EOE
-                first.fields = event.fields
-            first.records.extend(event.records)
-            for name, value in event.fields.items():
-                first.fields.setdefault(name, value)
-            first.fields["records"] = " ".join(first.types())
-            first.ended = first.ended or event.ended
+            first.absorb(event)
             event = first
         else:
             self._held[key] = event
@@ -662,7 +888,7 @@ class EventReader:
             self._emit(self._held.pop(old))
 
     def _emit(self, event: Event):
-        if not event.records:
+        if not event.types():
             return  # an EOE whose records were all unreadable
         self._counters.events += 1
         self._sink(event)
@@ -675,6 +901,9 @@ class EventReader:
     def feed(self, data: bytes):
         if data:
             self._count_strays(data)
+            if self._lines is not None:
+                self._lines.add(data)
+            self._fed = True
             self._parser.feed(data)
             self._line_open = not data.endswith(b"\n")
             self._release()
@@ -855,6 +1084,9 @@ def _by_type(rules: Tuple[Rule, ...]) -> Tuple[Dict[str, List[Rule]], List[Rule]
     by_type: Dict[str, List[Rule]] = {}
     other = []
     for rule in rules:
+        # Conditions on an event's summary first: a rule that fails on them
+        # never makes the event be read whole.
+        rule = replace(rule, conditions=tuple(sorted(rule.conditions, key=lambda c: c.name not in SUMMARY_FIELDS)))
         rtype = next((c.value for c in rule.conditions if c.name == "type" and c.op == "="), None)
         (by_type.setdefault(rtype, []) if rtype is not None else other).append(rule)
     return by_type, other
@@ -862,7 +1094,7 @@ def _by_type(rules: Tuple[Rule, ...]) -> Tuple[Dict[str, List[Rule]], List[Rule]
 
 def _any_matches(index, event: Event) -> bool:
     by_type, other = index
-    return (any(r.matches(event) for r in by_type.get(event.fields.get("type"), ()))
+    return (any(r.matches(event) for r in by_type.get(event.get("type"), ()))
             or any(r.matches(event) for r in other))
 
 
@@ -1983,7 +2215,8 @@ class Plugin:
         self._clock = clock
         self._wall = wall
         self._wait = wait
-        self.reader = EventReader(auparse, self._on_event, counters, hostname, config.eoe_timeout)
+        self.reader = EventReader(auparse, self._on_event, counters, hostname, config.eoe_timeout,
+                                  lazy=config.digest_after > 0)
         self.stopping = False
         self.reload_requested = False
         self._dirty_since: Optional[float] = None
@@ -2051,6 +2284,7 @@ class Plugin:
             return
         self.config, self.rules = config, rules
         self.digester.after, self.digester.window = config.digest_after, config.digest_window
+        self.reader.lazy = config.digest_after > 0
         if self.sender is not None:
             self.sender.config = replace(config, state_dir=self.sender.config.state_dir)
         log.info("reloaded %s: %d blacklist rules, %d allow-list rules",

@@ -42,10 +42,10 @@ def read(path):
         return handle.read()
 
 
-def events_of(data, chunk=4096, node="testhost"):
+def events_of(data, chunk=4096, node="testhost", lazy=True, counters=None):
     """Feed bytes to an EventReader in chunks of ``chunk`` bytes."""
     events = []
-    reader = audit_notify.EventReader(auparse, events.append, audit_notify.Counters(), node)
+    reader = audit_notify.EventReader(auparse, events.append, counters or audit_notify.Counters(), node, lazy=lazy)
     for start in range(0, len(data), chunk):
         reader.feed(data[start:start + chunk])
     reader.flush()

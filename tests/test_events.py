@@ -1,10 +1,11 @@
 """Events: records of one serial become one event, whatever the chunking."""
 
+import os
 import re
 
 import pytest
 
-from corpus import all_corpus_files, audit_notify, corpus, events_of, read
+from corpus import DATA, all_corpus_files, audit_notify, corpus, events_of, read
 
 
 def _serials(data):
@@ -21,6 +22,54 @@ def test_chunking_never_changes_the_events(path):
     whole = _shape(events_of(data, 4096))
     assert whole == _shape(events_of(data, 1))
     assert whole == _shape(events_of(data, 3))
+
+
+def _enriched(data):
+    return b"\x1d" in data
+
+
+def _as_read_at_once(event):
+    return (event.types(), event.fields, event.records, event.timestamp, event.ended, event.skipped)
+
+
+def test_summaries_read_whole_later_equal_events_read_at_once():
+    """The lazy reader (summary first, the rest read again from the event's
+    own lines when asked) gives exactly what reading everything at once
+    gives, over every corpus event, and its summary fields are the whole
+    event's.  Enriched streams keep auditd's names, not this host's."""
+    files = all_corpus_files() + [os.path.join(DATA, name) for name in sorted(os.listdir(DATA))
+                                   if name.endswith(".log")]
+    events = summaries = enriched_summaries = 0
+    for path in files:
+        data = read(path)
+        counters = audit_notify.Counters()
+        chunks = (4096, 7) if _enriched(data) and len(data) < 20000 else (4096,)
+        at_once = [_as_read_at_once(e) for e in events_of(data, lazy=False)]
+        for chunk in chunks:
+            lazy = events_of(data, chunk, lazy=True, counters=counters)
+            assert len(lazy) == len(at_once), path
+            for event, expected in zip(lazy, at_once):
+                summary = {name: event.get(name, None) for name in audit_notify.SUMMARY_FIELDS}
+                summaries += not event.whole
+                enriched_summaries += not event.whole and _enriched(data)
+                events += 1
+                assert _as_read_at_once(event) == expected, (path, event.get("serial"))
+                assert summary == {name: event.get(name, None) for name in audit_notify.SUMMARY_FIELDS}, path
+        assert "could not read an event's records again" not in counters.problems, path
+    # Most events do start as summaries, in enriched streams too.
+    assert summaries > 0.9 * events, (summaries, events)
+    assert enriched_summaries > 100, enriched_summaries
+
+
+def test_a_summary_answers_rules_and_digests_without_reading_every_record():
+    data = read(corpus("laurel", "src", "testdata", "record-execve.txt"))
+    [event] = events_of(data)
+    audit_notify.shape_of(event)
+    rules = audit_notify.parse_rules("exe=/usr/sbin/auditd records=\"SYSCALL PROCTITLE\"\n", "test")
+    assert audit_notify.RuleSet(tuple(rules)).wanted(event)
+    assert not event.whole  # records= ruled the rule out before exe= was asked
+    assert event.get("exe") == "/usr/bin/whoami"
+    assert event.whole
 
 
 def test_records_of_one_serial_are_one_event():
