@@ -380,14 +380,9 @@ class Event:
         self._read_all()
         return self._records
 
-    def _settled(self, name: str) -> bool:
-        """Whether ``name``'s value (or its absence) is known without
-        reading the whole event."""
-        return self._load is None or name in _SUMMARY or name in self._fields
-
     def get(self, name: str, default: str = "") -> str:
-        if not self._settled(name):
-            self._read_all()
+        if self._load is not None and name not in _SUMMARY and name not in self._fields:
+            self._read_all()  # not a summary field: only the whole event knows
         return self._fields.get(name, default)
 
     def values(self, name: str) -> List[str]:
@@ -439,16 +434,24 @@ def _text(call, *args) -> str:
 
 
 def _interpret(au) -> str:
+    """The current field, interpreted (as _text, without its extra call:
+    this runs for most fields the plugin reads)."""
     try:
-        return _text(au.interpret_field)
+        value = au.interpret_field()
     except RuntimeError:
         return _text(au.get_field_str)
+    except UnicodeDecodeError as exc:
+        return exc.object.decode("utf-8", "backslashreplace")
+    return "" if value is None else value
 
 
 def _type_name(au) -> Optional[str]:
     """The record's type; None if it cannot be read at all."""
     try:
-        return _text(au.get_type_name)
+        name = au.get_type_name()
+        return "" if name is None else name
+    except UnicodeDecodeError as exc:
+        return exc.object.decode("utf-8", "backslashreplace")
     except LookupError:  # a type number this libauparse has no name for
         try:
             return "UNKNOWN[%d]" % au.get_type()
@@ -555,6 +558,7 @@ def _argv(records) -> str:
     return " ".join(_shell_word(w) for w in words)
 
 
+_EOE_LINE = re.compile(rb"^(?:node=(\S*) )?type=EOE msg=audit\((\d+)\.(\d+):(\d+)\)", re.M)
 _SHELL_SAFE = re.compile(r"[\w@%+=:,./-]+")
 _BLANK_LINE = re.compile(rb"\n(?=\n)")
 _ARG_NAME = re.compile(r"a(\d+)(?:\[\d+\])?$")
@@ -795,11 +799,15 @@ class EventReader:
     in time order, so an earlier-stamped event cuts a later one in two.  So
     pieces are held and joined by (node, serial, time) until their EOE
     arrives, the input pauses (idle tick), the events arriving are
-    ``eoe_timeout`` seconds newer, or too many are held.  A kernel event
-    with its EOE goes out at once; a one-record user-space event at the
-    next pause.  Input lines that are not audit records, which auparse
-    skips without a word, and NUL bytes, at which it cuts a record, are
-    counted.
+    ``eoe_timeout`` seconds newer, or too many are held.  auparse ends an
+    event on its EOE record but does not hand the EOE over (except with a
+    piece it handed over late, as the SYSCALL after a LOGIN, which it does
+    only once it reads a record after that EOE, with the EOE).  So EOE
+    lines are picked out of the input as it is fed, and an event with its
+    SYSCALL goes out once auparse has read a line past its EOE; a
+    one-record user-space event at the next pause.  Input lines that are not audit
+    records, which auparse skips without a word, and NUL bytes, at which it
+    cuts a record, are counted.
     """
 
     def __init__(self, auparse, sink: Callable[[Event], None], counters: Counters,
@@ -813,6 +821,9 @@ class EventReader:
         self._timeout = eoe_timeout
         self._line_open = False
         self._line_head = b""  # the first bytes of a line that is not finished
+        self._tail = b""       # the unfinished last line, for _note_eoes
+        self._eoes: set = set()  # ids whose EOE auparse has read a line past
+        self._last_eoes: set = set()  # ids whose EOE is the last line read
         self._lines: Optional[LineIndex] = LineIndex() if lazy else None
         self._fed = False
         self._parser = auparse.AuParser(auparse.AUSOURCE_FEED)
@@ -880,7 +891,8 @@ class EventReader:
         """After each feed(): emit the events whose EOE came (all pieces of
         one read are joined first, whatever order auparse handed them over
         in), then those that are too old or too many to keep waiting."""
-        for key in [k for k, e in self._held.items() if e.ended]:
+        eoes, self._eoes = self._eoes, set()
+        for key in [k for k, e in self._held.items() if e.ended or (k in eoes and "SYSCALL" in e.types())]:
             self._emit(self._held.pop(key))
         for old in list(self._held):  # oldest first: stop at the first still young
             if self._held[old].timestamp >= self._newest - self._timeout and len(self._held) <= HOLD_MAX:
@@ -894,6 +906,7 @@ class EventReader:
         self._sink(event)
 
     def _emit_held(self):
+        self._eoes, self._last_eoes = set(), set()
         held, self._held = self._held, {}
         for event in held.values():
             self._emit(event)
@@ -901,12 +914,30 @@ class EventReader:
     def feed(self, data: bytes):
         if data:
             self._count_strays(data)
+            self._note_eoes(data)
             if self._lines is not None:
                 self._lines.add(data)
             self._fed = True
             self._parser.feed(data)
             self._line_open = not data.endswith(b"\n")
             self._release()
+
+    def _note_eoes(self, data: bytes):
+        """The (node, serial, time) of every whole EOE line in the input,
+        found by one regular expression over each read."""
+        text = self._tail + data
+        end = text.rfind(b"\n") + 1
+        self._tail = text[end:] if len(text) - end <= LineIndex.MAX_LINE else b""
+        if not end:
+            return
+        self._eoes |= self._last_eoes
+        self._last_eoes = set()
+        last_line = text.rfind(b"\n", 0, end - 1) + 1
+        for found in _EOE_LINE.finditer(text, 0, end):
+            node, sec, milli, serial = found.groups()
+            key = (node.decode("utf-8", "backslashreplace") if node else self._node, serial.decode(),
+                   int(sec) + int(milli) / 1000.0)
+            (self._last_eoes if found.start() >= last_line else self._eoes).add(key)
 
     def _count_strays(self, data: bytes):
         """Count the lines auparse will skip without a word (neither type=
@@ -1066,12 +1097,12 @@ class RuleSet:
 
     deny: Tuple[Rule, ...] = ()
     allow: Tuple[Rule, ...] = ()
-    # Rules indexed by the record type they require (type=X), so that an
+    # Rules indexed by one exact condition each (see _index), so that an
     # event is tested only against the rules that can match it.
     _index: tuple = field(default=(), compare=False, repr=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "_index", (_by_type(self.deny), _by_type(self.allow)))
+        object.__setattr__(self, "_index", (_index(self.deny), _index(self.allow)))
 
     def wanted(self, event: Event) -> bool:
         deny, allow = self._index
@@ -1080,22 +1111,30 @@ class RuleSet:
         return not _any_matches(deny, event)
 
 
-def _by_type(rules: Tuple[Rule, ...]) -> Tuple[Dict[str, List[Rule]], List[Rule]]:
-    by_type: Dict[str, List[Rule]] = {}
+def _index(rules: Tuple[Rule, ...]) -> Tuple[Dict[str, Dict[str, List[Rule]]], List[Rule]]:
+    """Rules by the value of one ``name=value`` condition on a summary field
+    (``type`` first), and the rules without one.  Within a rule, conditions
+    on summary fields come first: a rule that fails on them never makes the
+    event be read whole."""
+    indexed: Dict[str, Dict[str, List[Rule]]] = {}
     other = []
     for rule in rules:
-        # Conditions on an event's summary first: a rule that fails on them
-        # never makes the event be read whole.
-        rule = replace(rule, conditions=tuple(sorted(rule.conditions, key=lambda c: c.name not in SUMMARY_FIELDS)))
-        rtype = next((c.value for c in rule.conditions if c.name == "type" and c.op == "="), None)
-        (by_type.setdefault(rtype, []) if rtype is not None else other).append(rule)
-    return by_type, other
+        rule = replace(rule, conditions=tuple(sorted(rule.conditions, key=lambda c: c.name not in _SUMMARY)))
+        exact = [c for c in rule.conditions if c.op == "=" and c.name in _SUMMARY]
+        if exact:
+            key = min(exact, key=lambda c: c.name != "type")
+            indexed.setdefault(key.name, {}).setdefault(key.value, []).append(rule)
+        else:
+            other.append(rule)
+    return indexed, other
 
 
 def _any_matches(index, event: Event) -> bool:
-    by_type, other = index
-    return (any(r.matches(event) for r in by_type.get(event.get("type"), ()))
-            or any(r.matches(event) for r in other))
+    indexed, other = index
+    for name, by_value in indexed.items():
+        if any(r.matches(event) for r in by_value.get(event.get(name, None), ())):
+            return True
+    return any(r.matches(event) for r in other)
 
 
 def load_ruleset(config: Config) -> RuleSet:

@@ -91,6 +91,21 @@ def test_login_and_its_syscall_are_one_event():
     assert [e.types() for e in events] == [["LOGIN", "SYSCALL"]]
 
 
+def test_a_kernel_event_goes_out_once_a_line_past_its_eoe_is_read():
+    # auparse ends an event on its EOE without handing the EOE over; the
+    # reader sees EOE lines itself, so a flood is not held back until a
+    # pause or a thousand events.
+    execve = read(corpus("laurel", "src", "testdata", "record-execve.txt"))
+    login = read(corpus("laurel", "src", "testdata", "record-login.txt"))
+    got = []
+    reader = audit_notify.EventReader(audit_notify.import_auparse(), got.append, audit_notify.Counters(), "h")
+    reader.feed(execve)
+    reader.feed(login)  # lines past the execve's EOE; the LOGIN's own EOE is the last line
+    assert [e.types() for e in got] == [["SYSCALL", "EXECVE", "CWD", "PATH", "PATH", "PROCTITLE"]]
+    reader.feed(execve.replace(b":15558)", b":15559)"))  # auparse hands over the LOGIN's SYSCALL late
+    assert [e.types() for e in got][1:] == [["LOGIN", "SYSCALL"]]
+
+
 # Files with the records of one serial far apart, other events in between:
 # auparse has already emitted the first part when the rest arrives.
 # audit-rhel7.log: 2 of 46 serials; httpd.log: 1 of 6,470 (AVC and its

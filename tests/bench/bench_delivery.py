@@ -3,14 +3,16 @@
 matrix-nio client; events from a real auditd.  Prints figures, asserts
 nothing (the tests assert behaviour; this measures it).
 
-    sudo tests/bench/bench_delivery.py [--latency 60] [--throughput-seconds 70] [--idle 60]
+    sudo tests/bench/bench_delivery.py [--latency 60] [--throughput-seconds 70] [--rounds 3] [--idle 60]
 
 latency     kernel timestamp of a record (auditctl -m, one a second) to the
             receiver holding the decrypted message: p50, p95
 throughput  notifications delivered and decrypted per second, sustained
             (the plugin fed the real execve log from make_execve_log.py, so
             the spool is always full), and matrix-commander store growth
-            per 1,000 notifications
+            per 1,000 notifications; side by side, alternating, with
+            matrix-commander's own streaming mode on one device and on two
+            devices at once, with Synapse's CPU share during each
 idle        CPU seconds used by the plugin and its matrix-commander while
             auditd is quiet
 """
@@ -30,7 +32,7 @@ TESTS = os.path.dirname(HERE)
 sys.path.insert(0, TESTS)
 
 from auditd_env import private_auditd  # noqa: E402
-from matrix_env import matrix_world  # noqa: E402
+from matrix_env import matrix_world, setup_bot  # noqa: E402
 from test_e2e_matrix import Plugin  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(TESTS), "audit_notify.py")
@@ -85,58 +87,81 @@ def latency(count, tmp):
           % (count, len(delays), statistics.median(delays), delays[int(0.95 * (len(delays) - 1))], delays[-1]))
 
 
+def receive(world, seconds):
+    """Receive for ``seconds``; the decrypted messages and the share of
+    one CPU Synapse used meanwhile."""
+    got = []
+    synapse_before, started = cpu_seconds(world.homeserver.pid), time.monotonic()
+    while time.monotonic() < started + seconds:
+        got += world.receiver.wait_for_messages(200, timeout=1)
+    synapse = (cpu_seconds(world.homeserver.pid) - synapse_before) / (time.monotonic() - started)
+    return got, synapse
+
+
+def sustained_rate(got):
+    """Messages per second, from the 10th decrypted message on (warm)."""
+    times = sorted(wall(m) for m in got if m["decrypted"])[10:]
+    return (len(times) - 1) / (times[-1] - times[0]), len(times) + 10, times[-1] - times[0]
+
+
 def throughput(seconds, tmp, log):
     with open(log, "rb") as handle:
         data = handle.read()
-    with matrix_world(tmp / "tp") as world:
-        plugin = Plugin(world, tmp / "tp", extra=FAST)
+    with matrix_world(tmp) as world:
+        plugin = Plugin(world, tmp, extra=FAST)
         store_before = dir_bytes(world.store_dir)
         process = subprocess.Popen(["/usr/bin/python3", SCRIPT, "--config", str(plugin.config)],
                                    stdin=subprocess.PIPE)
         process.stdin.write(data)
         process.stdin.flush()
-        got = []
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            got += world.receiver.wait_for_messages(200, timeout=1)
+        got, synapse = receive(world, seconds)
         process.terminate()
         process.wait()
         got += world.receiver.drain()
         store_after = dir_bytes(world.store_dir)
-    decrypted = [m for m in got if m["decrypted"]]
-    # Steady state: from the 10th message on (matrix-commander is warm).
-    times = sorted(wall(m) for m in decrypted)[10:]
-    rate = (len(times) - 1) / (times[-1] - times[0])
-    per_thousand = (store_after - store_before) * 1000.0 / max(1, len(decrypted))
-    print("throughput: %d notifications decrypted over %.0f s: %.1f per second sustained"
-          % (len(decrypted), times[-1] - times[0], rate))
-    print("store growth: %d bytes for %d notifications: %.0f bytes per 1,000 (store now %d bytes)"
-          % (store_after - store_before, len(decrypted), per_thousand, store_after))
+    rate, count, span = sustained_rate(got)
+    per_thousand = (store_after - store_before) * 1000.0 / max(1, count)
+    print("audit-notify: %d notifications decrypted over %.0f s: %.1f per second sustained; Synapse %.0f%% of a CPU"
+          % (count, span, rate, 100 * synapse))
+    print("  store growth: %d bytes for %d notifications: %.0f bytes per 1,000 (store now %d bytes)"
+          % (store_after - store_before, count, per_thousand, store_after))
     return rate
 
 
-def reference(seconds, tmp):
+def reference(seconds, tmp, devices=1):
     """matrix-commander's own streaming mode (-m _: plain lines, no HTML,
-    no m.mentions) at full speed, on the same machine in the same run."""
-    with matrix_world(tmp / "ref") as world:
-        env = world.mc_env()
-        process = subprocess.Popen(world.mc_command("--log-level", "ERROR", "ERROR", "-m", "_"),
-                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
-        lines = "".join("an-ref-%05d plain reference line\n" % i for i in range(int(seconds * 60)))
-        import threading
-        feeder = threading.Thread(target=lambda: (process.stdin.write(lines.encode()), process.stdin.close()))
-        feeder.start()
-        got = []
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            got += world.receiver.wait_for_messages(200, timeout=1)
-        process.kill()
-        process.wait()
-        feeder.join()
-    times = sorted(wall(m) for m in got if m["decrypted"])[10:]
-    rate = (len(times) - 1) / (times[-1] - times[0])
-    print("reference, matrix-commander -m _ streaming: %d messages decrypted over %.0f s: %.1f per second"
-          % (len(times) + 10, times[-1] - times[0], rate))
+    no m.mentions) at full speed, on the same machine in the same run;
+    with ``devices`` > 1, that many matrix-commanders at once, each its
+    own device and store (what sending in parallel could gain)."""
+    import threading
+
+    with matrix_world(tmp) as world:
+        stores = [(world.creds_path, world.store_dir)]
+        for n in range(2, devices + 1):
+            bot = tmp / ("bot%d" % n)
+            bot.mkdir()
+            setup_bot(world.homeserver, world.mc_binary, bot / "credentials.json", bot / "store", world.room_alias,
+                      "bot", world.bot_password, home=world.mc_home, device="audit-notify-%d" % n)
+            stores.append((bot / "credentials.json", bot / "store"))
+        processes, feeders = [], []
+        for n, (creds, store) in enumerate(stores):
+            process = subprocess.Popen([world.mc_binary, "-c", str(creds), "-s", str(store), "--log-level", "ERROR",
+                                        "ERROR", "-m", "_"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       env=world.mc_env())
+            lines = "".join("an-ref-%d-%05d plain reference line\n" % (n, i) for i in range(int(seconds * 60)))
+            feeders.append(threading.Thread(target=lambda p=process, text=lines: (p.stdin.write(text.encode()),
+                                                                                   p.stdin.close())))
+            feeders[-1].start()
+            processes.append(process)
+        got, synapse = receive(world, seconds)
+        for process in processes:
+            process.kill()
+            process.wait()
+        for feeder in feeders:
+            feeder.join()
+    rate, count, span = sustained_rate(got)
+    print("matrix-commander -m _ streaming, %d device%s: %d messages decrypted over %.0f s: %.1f per second; "
+          "Synapse %.0f%% of a CPU" % (devices, "s" * (devices > 1), count, span, rate, 100 * synapse))
     return rate
 
 
@@ -160,6 +185,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=int, default=60, metavar="EVENTS")
     parser.add_argument("--throughput-seconds", type=int, default=70)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds, alternating (medians)")
     parser.add_argument("--idle", type=int, default=60, metavar="SECONDS")
     parser.add_argument("--log", default="/var/tmp/audit-notify-bench/execve.log")
     args = parser.parse_args(argv)
@@ -168,9 +194,16 @@ def main(argv=None):
         if args.latency:
             latency(args.latency, tmp)
         if args.throughput_seconds:
-            ours = throughput(args.throughput_seconds, tmp, args.log)
-            base = reference(args.throughput_seconds, tmp)
-            print("throughput ratio, audit-notify / matrix-commander streaming: %.2f" % (ours / base))
+            rates = {"ours": [], "one": [], "two": []}
+            for n in range(args.rounds):
+                rates["ours"].append(throughput(args.throughput_seconds, tmp / ("tp%d" % n), args.log))
+                rates["one"].append(reference(args.throughput_seconds, tmp / ("ref%d" % n)))
+                rates["two"].append(reference(args.throughput_seconds, tmp / ("two%d" % n), devices=2))
+            ours, one, two = (statistics.median(rates[k]) for k in ("ours", "one", "two"))
+            print("throughput medians over %d rounds: audit-notify %.1f/s, matrix-commander streaming %.1f/s "
+                  "(two devices at once %.1f/s); ratio audit-notify / streaming %.2f (per round: %s)"
+                  % (args.rounds, ours, one, two, ours / one,
+                     ", ".join("%.2f" % (a / b) for a, b in zip(rates["ours"], rates["one"]))))
         if args.idle:
             idle(args.idle, tmp)
     return 0

@@ -2,9 +2,11 @@
 """Make a real audit log for the benchmarks: a private auditd with an
 execve rule, around a loop of short commands.
 
-    sudo tests/bench/make_execve_log.py [--commands 20000] [--out /var/tmp/audit-notify-bench/execve.log]
+    sudo tests/bench/make_execve_log.py [--commands 20000] [--format RAW|ENRICHED]
+                                        [--out /var/tmp/audit-notify-bench/execve.log]
 
-The log is what auditd's dispatcher hands a plugin (format = string, RAW):
+The log is what auditd's dispatcher hands a plugin (format = string, in
+auditd's log_format: RAW, or ENRICHED as Debian ships it):
 a recording plugin appends its stdin to OUT.  Each /bin/true run is one
 event of about 7 records (SYSCALL EXECVE CWD PATH PATH PROCTITLE EOE), so
 20,000 commands give ~140,000 records.  Needs root and auditd; takes about
@@ -33,6 +35,7 @@ RECORDER = textwrap.dedent("""\
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commands", type=int, default=20000)
+    parser.add_argument("--format", choices=("RAW", "ENRICHED"), default="RAW")
     parser.add_argument("--out", default="/var/tmp/audit-notify-bench/execve.log")
     args = parser.parse_args(argv)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -47,7 +50,7 @@ def main(argv=None):
         subprocess.run(["cp", "/bin/true", true], check=True)
         rule = "-a always,exit -F arch=b64 -S execve -F path=%s -k an-bench" % true
         with private_auditd(tmp, plugin_path=recorder, plugin_args=(args.out,), rules=[rule],
-                            q_depth=65536) as auditd:
+                            q_depth=65536, log_format=args.format) as auditd:
             started = time.monotonic()
             subprocess.run(["/bin/sh", "-c", 'i=0; while [ $i -lt %d ]; do %s; i=$((i+1)); done'
                             % (args.commands, true)], check=True)
