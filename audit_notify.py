@@ -4,7 +4,8 @@
 An auditd plugin (see auditd-plugins(5)).  The data flows one way::
 
     auditd (format = string) ─ stdin ─┐
-    ausearch --raw ... | or FILE ... ─┴─> EventReader  auparse feed: records -> events
+    ausearch --raw ... | or FILE ... ─┴─> EventReader  auparse feed: records -> events (a
+                                                       summary first, the rest when asked)
                                           RuleSet      allow-list / blacklist
                                           Digester     floods -> one summary per window
                                           format_event plain body + escaped HTML
@@ -559,6 +560,7 @@ def _argv(records) -> str:
 
 
 _EOE_LINE = re.compile(rb"^(?:node=(\S*) )?type=EOE msg=audit\((\d+)\.(\d+):(\d+)\)", re.M)
+_RECORD_LINE = re.compile(rb"(?:node=(\S*) )?type=\S+ msg=audit\((\d+)\.(\d+):(\d+)\)")
 _SHELL_SAFE = re.compile(r"[\w@%+=:,./-]+")
 _BLANK_LINE = re.compile(rb"\n(?=\n)")
 _ARG_NAME = re.compile(r"a(\d+)(?:\[\d+\])?$")
@@ -587,12 +589,14 @@ class Malformed(Exception):
     """auparse handed over something that is not an audit event."""
 
 
-def event_from_parser(au, auparse, default_node: str) -> Event:
-    """Build an Event from the parser's current event (inside its callback)."""
+def event_from_parser(au, auparse, default_node: str, normalized: Optional[Dict[str, str]] = None) -> Event:
+    """Build an Event from the parser's current event (inside its callback),
+    normalized first unless that was done already."""
     stamp = au.get_timestamp()
     if stamp is None:
         raise Malformed("a record without type= and msg=audit(...)")
-    normalized = _normalized(au, auparse)
+    if normalized is None:
+        normalized = _normalized(au, auparse)
     records, ended, skipped = _read_records(au)
     if not records and not ended:
         raise Malformed("a record whose type cannot be read")
@@ -623,7 +627,11 @@ def _first_value(au, name: str) -> Optional[str]:
     """The first value of a field in the parser's current event, read
     without walking every field (auparse searches in C)."""
     au.first_record()
-    if au.find_field(name) is None:  # not there, or there with no text
+    try:
+        found = au.find_field(name)
+    except OSError:  # the binding reports a stale errno with "not found"
+        found = None
+    if found is None:  # not there, or there with no text
         try:
             if au.get_field_name() != name:
                 return None
@@ -651,7 +659,7 @@ def summary_from_parser(au, auparse, default_node: str, lines: "LineIndex",
         except UnicodeDecodeError:
             text = None
         if text is None or rtype is None:
-            return event_from_parser(au, auparse, default_node)
+            return event_from_parser(au, auparse, default_node, normalized)
         texts.append(text)
         if rtype == "EOE":
             ended = True
@@ -662,7 +670,7 @@ def summary_from_parser(au, auparse, default_node: str, lines: "LineIndex",
     if not types and not ended:
         raise Malformed("a record whose type cannot be read")
     if "error" in normalized:
-        return event_from_parser(au, auparse, default_node)
+        return event_from_parser(au, auparse, default_node, normalized)
     fields = {"type": types[0] if types else "EOE", "time": _stamp_text(stamp)}
     fields.update(normalized)
     # The rest as the whole event has them: "result" is the first "res";
@@ -728,20 +736,22 @@ class LineIndex:
             self._partial = b""
             return
         self.enriched = True
-        chunks = (self._partial + data).split(b"\n")
-        self._partial = chunks.pop()
-        if len(self._partial) > self.MAX_LINE:
-            self._partial = b""
-        lines = self._lines
-        for chunk in chunks:
-            try:
-                line = chunk.decode("utf-8")
-            except UnicodeDecodeError:
-                continue  # such an event is read whole at once
-            lines[line.partition("\x1d")[0]] = line
-        if len(lines) > self.MAX_LINES:
-            for old in list(lines)[:len(lines) // 2]:
-                del lines[old]
+        data = self._partial + data
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:] if len(data) - end <= self.MAX_LINE else b""
+        try:
+            lines = data[:end].decode("utf-8").split("\n")
+        except UnicodeDecodeError:  # such a line is not kept: its event is read whole at once
+            lines = []
+            for line in data[:end].split(b"\n"):
+                with contextlib.suppress(UnicodeDecodeError):
+                    lines.append(line.decode("utf-8"))
+        if b"\0" in data:  # auparse cut the line there: reading it again would differ
+            lines = [line for line in lines if "\0" not in line]
+        self._lines.update(zip([line.partition("\x1d")[0] for line in lines], lines))
+        if len(self._lines) > self.MAX_LINES:
+            for old in list(self._lines)[:len(self._lines) // 2]:
+                del self._lines[old]
 
     def take(self, text: str) -> Optional[str]:
         """The line a record came from, with its enrichment."""
@@ -824,6 +834,7 @@ class EventReader:
         self._tail = b""       # the unfinished last line, for _note_eoes
         self._eoes: set = set()  # ids whose EOE auparse has read a line past
         self._last_eoes: set = set()  # ids whose EOE is the last line read
+        self._reading = None   # the id of the last record line read: maybe more to come
         self._lines: Optional[LineIndex] = LineIndex() if lazy else None
         self._fed = False
         self._parser = auparse.AuParser(auparse.AUSOURCE_FEED)
@@ -894,8 +905,9 @@ class EventReader:
         eoes, self._eoes = self._eoes, set()
         for key in [k for k, e in self._held.items() if e.ended or (k in eoes and "SYSCALL" in e.types())]:
             self._emit(self._held.pop(key))
-        for old in list(self._held):  # oldest first: stop at the first still young
-            if self._held[old].timestamp >= self._newest - self._timeout and len(self._held) <= HOLD_MAX:
+        for old in list(self._held):  # oldest first: stop at the first still young,
+            young = self._held[old].timestamp >= self._newest - self._timeout and len(self._held) <= HOLD_MAX
+            if young or old == self._reading:  # or still being read: its next line may come next
                 break
             self._emit(self._held.pop(old))
 
@@ -934,10 +946,16 @@ class EventReader:
         self._last_eoes = set()
         last_line = text.rfind(b"\n", 0, end - 1) + 1
         for found in _EOE_LINE.finditer(text, 0, end):
-            node, sec, milli, serial = found.groups()
-            key = (node.decode("utf-8", "backslashreplace") if node else self._node, serial.decode(),
-                   int(sec) + int(milli) / 1000.0)
+            key = self._key(*found.groups())
             (self._last_eoes if found.start() >= last_line else self._eoes).add(key)
+        last = _RECORD_LINE.match(text, last_line, end)
+        if last:
+            self._reading = self._key(*last.groups())
+
+    def _key(self, node: Optional[bytes], sec: bytes, milli: bytes, serial: bytes) -> tuple:
+        """(node, serial, time) of a record line, as _hold keys its event."""
+        return (node.decode("utf-8", "backslashreplace") if node else self._node, serial.decode(),
+                int(sec) + int(milli) / 1000.0)
 
     def _count_strays(self, data: bytes):
         """Count the lines auparse will skip without a word (neither type=

@@ -6,6 +6,10 @@ and noisy: runs alternate, medians and ratios are reported).
     tests/bench/make_execve_log.py            # once: a real 140,000-record log
     tests/bench/bench_ingest.py [--runs 7] [LOG]
 
+    # the same in auditd's ENRICHED format (Debian's default)
+    tests/bench/make_execve_log.py --format ENRICHED --out /var/tmp/audit-notify-bench/execve-enriched.log
+    tests/bench/bench_ingest.py /var/tmp/audit-notify-bench/execve-enriched.log
+
 The pipeline is the plugin's own: auparse feed, the shipped blacklist,
 digests, formatting and the sqlite spool (in a temporary directory), run by
 Plugin.run() on the log's file descriptor; only the Sender is left out.
