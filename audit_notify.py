@@ -807,17 +807,18 @@ class EventReader:
     record; records that arrive out of order (a PROCTITLE before its
     SYSCALL) start a second piece; and within one read it hands events over
     in time order, so an earlier-stamped event cuts a later one in two.  So
-    pieces are held and joined by (node, serial, time) until their EOE
-    arrives, the input pauses (idle tick), the events arriving are
-    ``eoe_timeout`` seconds newer, or too many are held.  auparse ends an
-    event on its EOE record but does not hand the EOE over (except with a
-    piece it handed over late, as the SYSCALL after a LOGIN, which it does
-    only once it reads a record after that EOE, with the EOE).  So EOE
-    lines are picked out of the input as it is fed, and an event with its
-    SYSCALL goes out once auparse has read a line past its EOE; a
-    one-record user-space event at the next pause.  Input lines that are not audit
-    records, which auparse skips without a word, and NUL bytes, at which it
-    cuts a record, are counted.
+    pieces are held and joined by (node, serial, time) until the event is
+    over: its EOE has come, the input pauses (idle tick), the events
+    arriving are ``eoe_timeout`` seconds newer (unless it is the one still
+    being read), or too many are held.
+
+    auparse does not hand the EOE record over (except in a piece it hands
+    over late, as the SYSCALL after a LOGIN, once it reads the next
+    record).  So EOE lines are picked out of the input as it is fed, and an
+    event with its SYSCALL goes out once auparse has read a line past its
+    EOE; a one-record user-space event at the next pause.  Input lines that
+    are not audit records, which auparse skips without a word, and NUL
+    bytes, at which it cuts a record, are counted.
     """
 
     def __init__(self, auparse, sink: Callable[[Event], None], counters: Counters,
