@@ -18,6 +18,7 @@ idle        CPU seconds used by the plugin and its matrix-commander while
 """
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
@@ -128,6 +129,13 @@ def throughput(seconds, tmp, log):
     return rate
 
 
+def feed(process, text):
+    """Write all of ``text`` to a matrix-commander that may be killed first."""
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.write(text.encode())
+        process.stdin.close()
+
+
 def reference(seconds, tmp, devices=1):
     """matrix-commander's own streaming mode (-m _: plain lines, no HTML,
     no m.mentions) at full speed, on the same machine in the same run;
@@ -149,8 +157,7 @@ def reference(seconds, tmp, devices=1):
                                         "ERROR", "-m", "_"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                        env=world.mc_env())
             lines = "".join("an-ref-%d-%05d plain reference line\n" % (n, i) for i in range(int(seconds * 60)))
-            feeders.append(threading.Thread(target=lambda p=process, text=lines: (p.stdin.write(text.encode()),
-                                                                                   p.stdin.close())))
+            feeders.append(threading.Thread(target=feed, args=(process, lines)))
             feeders[-1].start()
             processes.append(process)
         got, synapse = receive(world, seconds)
