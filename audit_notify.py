@@ -559,7 +559,7 @@ def _argv(records) -> str:
     return " ".join(_shell_word(w) for w in words)
 
 
-_EOE_LINE = re.compile(rb"^(?:node=(\S*) )?type=EOE msg=audit\((\d+)\.(\d+):(\d+)\)", re.M)
+_EOE_LINE = re.compile(rb"(?:node=(\S*) )?type=EOE msg=audit\((\d+)\.(\d+):(\d+)\)")
 _RECORD_LINE = re.compile(rb"(?:node=(\S*) )?type=\S+ msg=audit\((\d+)\.(\d+):(\d+)\)")
 _SHELL_SAFE = re.compile(r"[\w@%+=:,./-]+")
 _BLANK_LINE = re.compile(rb"\n(?=\n)")
@@ -946,9 +946,13 @@ class EventReader:
         self._eoes |= self._last_eoes
         self._last_eoes = set()
         last_line = text.rfind(b"\n", 0, end - 1) + 1
-        for found in _EOE_LINE.finditer(text, 0, end):
-            key = self._key(*found.groups())
-            (self._last_eoes if found.start() >= last_line else self._eoes).add(key)
+        at = text.find(b"type=EOE ", 0, end)  # bytes.find, not a regex over every byte
+        while at >= 0:
+            start = text.rfind(b"\n", 0, at) + 1
+            found = _EOE_LINE.match(text, start, end)
+            if found:
+                (self._last_eoes if start >= last_line else self._eoes).add(self._key(*found.groups()))
+            at = text.find(b"type=EOE ", at + 9, end)
         last = _RECORD_LINE.match(text, last_line, end)
         if last:
             self._reading = self._key(*last.groups())
