@@ -67,6 +67,7 @@ log = logging.getLogger("audit-notify")
 
 # Where a fresh install keeps things (see README, "Install").
 DEFAULT_CONFIG = "/etc/audit-notify/audit-notify.conf"
+DEFAULT_MATRIX_COMMANDER = "/usr/local/bin/matrix-commander"  # where pip puts it
 # The original script's hard-coded files: used when no config exists, so an
 # upgrade from krair/auditd-matrix-notify is a drop-in.
 LEGACY_DIR = "/usr/local/share/matrix-commander"
@@ -87,6 +88,9 @@ AUPARSE_PACKAGE_HINT = (
 READ_SIZE = 65536
 # Events held back at most, waiting for more of their records.
 HOLD_MAX = 1000
+# An unfinished input line longer than this is not carried to the next read
+# (a record line is at most ~9 KB plus its enrichment).
+MAX_LINE_BYTES = 65536
 # Record types one event may have several of; any other type seen again
 # under the same event id means another event with that id.
 _REPEATING_TYPES = frozenset(("PATH", "EXECVE", "AVC", "AVC_PATH", "OBJ_PID", "SOCKADDR", "UNKNOWN"))
@@ -143,7 +147,7 @@ class Config:
     shipped ``audit-notify.conf.example`` documents each key.
     """
 
-    matrix_commander: str = "/usr/local/bin/matrix-commander"
+    matrix_commander: str = DEFAULT_MATRIX_COMMANDER
     credentials: str = "/etc/audit-notify/credentials.json"
     store: str = "/var/lib/audit-notify/store"
     room: str = ""
@@ -724,26 +728,21 @@ class LineIndex:
     """
 
     MAX_LINES = 50000  # lines no event claimed (not records, cut lines)
-    MAX_LINE = 65536   # a record line is at most ~9 KB plus its enrichment
 
     def __init__(self, enriched: bool = False):
         self.enriched = enriched
         self._lines: Dict[str, str] = {}
-        self._partial = b""
 
     def add(self, data: bytes):
+        """Keep whole lines (``data`` ends with a newline)."""
         if not self.enriched and b"\x1d" not in data:
-            self._partial = b""
             return
         self.enriched = True
-        data = self._partial + data
-        end = data.rfind(b"\n") + 1
-        self._partial = data[end:] if len(data) - end <= self.MAX_LINE else b""
         try:
-            lines = data[:end].decode("utf-8").split("\n")
+            lines = data.decode("utf-8").split("\n")
         except UnicodeDecodeError:  # such a line is not kept: its event is read whole at once
             lines = []
-            for line in data[:end].split(b"\n"):
+            for line in data.split(b"\n"):
                 with contextlib.suppress(UnicodeDecodeError):
                     lines.append(line.decode("utf-8"))
         if b"\0" in data:  # auparse cut the line there: reading it again would differ
@@ -832,7 +831,7 @@ class EventReader:
         self._timeout = eoe_timeout
         self._line_open = False
         self._line_head = b""  # the first bytes of a line that is not finished
-        self._tail = b""       # the unfinished last line, for _note_eoes
+        self._tail = b""       # the unfinished last line, for _whole_lines
         self._eoes: set = set()  # ids whose EOE auparse has read a line past
         self._last_eoes: set = set()  # ids whose EOE is the last line read
         self._reading = None   # the id of the last record line read: maybe more to come
@@ -927,22 +926,28 @@ class EventReader:
     def feed(self, data: bytes):
         if data:
             self._count_strays(data)
-            self._note_eoes(data)
-            if self._lines is not None:
-                self._lines.add(data)
+            lines = self._whole_lines(data)
+            if lines:
+                self._note_eoes(lines)
+                if self._lines is not None:
+                    self._lines.add(lines)
             self._fed = True
             self._parser.feed(data)
             self._line_open = not data.endswith(b"\n")
             self._release()
 
-    def _note_eoes(self, data: bytes):
-        """The (node, serial, time) of every whole EOE line in the input,
-        found by one regular expression over each read."""
+    def _whole_lines(self, data: bytes) -> bytes:
+        """The lines this read finishes, the unfinished one before it
+        included; the rest waits for the next read."""
         text = self._tail + data
         end = text.rfind(b"\n") + 1
-        self._tail = text[end:] if len(text) - end <= LineIndex.MAX_LINE else b""
-        if not end:
-            return
+        self._tail = text[end:] if len(text) - end <= MAX_LINE_BYTES else b""
+        return text[:end]
+
+    def _note_eoes(self, text: bytes):
+        """The (node, serial, time) of every EOE line in ``text`` (whole
+        lines), and the id of its last record line."""
+        end = len(text)
         self._eoes |= self._last_eoes
         self._last_eoes = set()
         last_line = text.rfind(b"\n", 0, end - 1) + 1
@@ -2915,7 +2920,7 @@ class Answers:
     device: str = ""
     room: str = ""
     user: str = "audit-notify"
-    matrix_commander: str = "/usr/local/bin/matrix-commander"
+    matrix_commander: str = DEFAULT_MATRIX_COMMANDER
 
 
 class Setup:
@@ -3152,7 +3157,7 @@ def parse_setup_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.add_argument("--access-token-file", help="file holding an access token instead of a password")
         parser.add_argument("--device", help="device name (default: audit-notify HOSTNAME)")
         parser.add_argument("--room", help="room alias, e.g. '#audit:example.org'")
-        parser.add_argument("--matrix-commander", default="/usr/local/bin/matrix-commander")
+        parser.add_argument("--matrix-commander", default=DEFAULT_MATRIX_COMMANDER)
         parser.add_argument("--no-test", action="store_true", help="do not send a test notification")
     else:
         parser.add_argument("--purge", action="store_true", help="also remove config, state and the user")
