@@ -138,6 +138,18 @@ def auditctl(*args: str, check: bool = True, timeout: float = 10) -> str:
     return proc.stdout
 
 
+def append_from_child(path, text: str = "changed\n") -> None:
+    """Append TEXT to PATH from a freshly forked child process.
+
+    The kernel gives a task an audit context at fork only once audit has
+    been enabled (by any auditd) since boot.  The test runner may have been
+    started before that on this boot, so its own writes may never be
+    audited; a child forked now always is.  Tests make events this way.
+    """
+    subprocess.run(["/bin/sh", "-c", 'printf "%s" "$1" >> "$2"', "append", text, str(path)],
+                   check=True, timeout=10)
+
+
 def kernel_status() -> dict:
     """`auditctl -s` as a dict; numeric values as int.
 

@@ -17,6 +17,7 @@ from auditd_env import (
     AuditdBusy,
     AuditdError,
     PrivateAuditd,
+    append_from_child,
     auditctl,
     auditd_unavailable_reason,
     event_ids,
@@ -107,12 +108,17 @@ RAW_LINE = re.compile(r"^type=[A-Z_0-9]+(\[\d+\])? msg=audit\(\d+\.\d{3}:\d+\): 
 def test_plugin_receives_raw_records(tmp_path, recorder):
     out = tmp_path / "plugin.out"
     token = "an-test-%d" % os.getpid()
+    watched = tmp_path / "watched.txt"
+    watched.write_text("")
     with private_auditd(tmp_path, plugin_path=str(recorder),
-                        plugin_args=(str(out), "stay")) as ad:
+                        plugin_args=(str(out), "stay"),
+                        rules=[("-w", str(watched), "-p", "wa", "-k", "an-raw")]) as ad:
         assert kernel_status()["pid"] == ad.pid
         assert len(ad.plugin_pids()) == 1
         ad.user_message(token)
+        append_from_child(watched)  # a kernel event: several records and an EOE
         ad.wait_for(lambda t: token in t, timeout=10, source=lambda: _read(out))
+        ad.wait_for(lambda t: 'key="an-raw"' in t and "type=EOE" in t, timeout=10, source=lambda: _read(out))
         ad.wait_for_text(token, timeout=10)
         stream = _lines(_read(out))
         log = ad.log_lines()
@@ -205,8 +211,7 @@ def test_watch_rule_event_records_share_serial(tmp_path, recorder):
     with private_auditd(tmp_path, plugin_path=str(recorder),
                         plugin_args=(str(out),),
                         rules=[("-w", str(watched), "-p", "wa", "-k", "an-watched")]) as ad:
-        with open(watched, "a") as f:
-            f.write("more\n")
+        append_from_child(watched, "more\n")
         ad.wait_for(lambda t: 'key="an-watched"' in t, 10, source=lambda: _read(out))
         time.sleep(0.2)
         stream = _lines(_read(out))

@@ -39,7 +39,7 @@ import time
 
 import pytest
 
-from auditd_env import auditd_unavailable_reason, free_tcp_port, private_auditd
+from auditd_env import append_from_child, auditd_unavailable_reason, free_tcp_port, private_auditd
 from rig import SCRIPT, WAIT, Rig
 
 AUDISP_REMOTE = "/sbin/audisp-remote"
@@ -160,8 +160,7 @@ def test_events_from_the_sender_are_labelled_with_its_node_name(tmp_path, sender
     with fleet(tmp_path, rig, sender_format, rules=["-w %s -p wa -k %s" % (watched, key)]) as (aggregator, sender):
         sender.user_message(marker)
         marker_seen = _wait_for_body(rig, lambda b: marker in b, "the user message")
-        with open(watched, "a") as handle:
-            handle.write("changed\n")
+        append_from_child(watched)
         watch_seen = _wait_for_body(rig, lambda b: b.startswith("✅ Watched file"), "the watch notification")
         report = aggregator.state_report()
         sender_log = sender.log_lines()

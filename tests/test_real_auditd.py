@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from auditd_env import auditd_unavailable_reason, private_auditd
+from auditd_env import append_from_child, auditd_unavailable_reason, private_auditd
 from rig import SCRIPT, Rig
 
 _reason = auditd_unavailable_reason()
@@ -25,8 +25,7 @@ def test_watched_file_change_becomes_one_notification(tmp_path, log_format):
     key = "an-real-%s" % log_format.lower()
     with private_auditd(tmp_path, plugin_path=SCRIPT, plugin_args=("--config=%s" % rig.config,),
                         log_format=log_format, rules=["-w %s -p wa -k %s" % (watched, key)]) as auditd:
-        with open(watched, "a") as handle:
-            handle.write("changed\n")
+        append_from_child(watched)
         rig.wait_for(lambda: any(b.startswith("✅ Watched file") for b in _bodies(rig)), "the watch notification")
         auditd.user_message("an-real-marker")
         rig.wait_for(lambda: any(b.startswith("✅ Audit message: an-real-marker from /usr/sbin/auditctl by root")
