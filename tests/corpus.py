@@ -9,13 +9,17 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+SRC = os.path.join(ROOT, "src")
+sys.path.insert(0, SRC)
 
-import audit_notify  # noqa: E402
+from audit_notify.counters import Counters  # noqa: E402
+from audit_notify.format import format_event  # noqa: E402
+from audit_notify.reader import EventReader, import_auparse  # noqa: E402
+from audit_notify.rules import RuleSet  # noqa: E402
 
 CORPORA = os.environ.get("AUDIT_NOTIFY_CORPORA", os.path.join(ROOT, "..", "shared", "corpora"))
 DATA = os.path.join(HERE, "data")
-auparse = audit_notify.import_auparse()
+auparse = import_auparse()
 
 
 def corpus(*parts):
@@ -45,12 +49,12 @@ def read(path):
 def events_of(data, chunk=4096, node="testhost", lazy=True, counters=None):
     """Feed bytes to an EventReader in chunks of ``chunk`` bytes."""
     events = []
-    reader = audit_notify.EventReader(auparse, events.append, counters or audit_notify.Counters(), node, lazy=lazy)
+    reader = EventReader(auparse, events.append, counters or Counters(), node, lazy=lazy)
     for start in range(0, len(data), chunk):
         reader.feed(data[start:start + chunk])
     reader.flush()
     return events
 
 
-def notifications_of(data, rules=audit_notify.RuleSet()):
-    return [audit_notify.format_event(e) for e in events_of(data) if rules.wanted(e)]
+def notifications_of(data, rules=RuleSet()):
+    return [format_event(e) for e in events_of(data) if rules.wanted(e)]

@@ -45,9 +45,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(ROOT, "src"))
 
-import audit_notify as an  # noqa: E402
+from audit_notify.config import Config, Error  # noqa: E402
+from audit_notify.counters import Counters  # noqa: E402
+from audit_notify.digest import Digester  # noqa: E402
+from audit_notify.events import Event  # noqa: E402
+from audit_notify.format import format_event  # noqa: E402
+from audit_notify.message import Notification  # noqa: E402
+from audit_notify.reader import EventReader, import_auparse  # noqa: E402
+from audit_notify.rules import RuleSet, load_rules  # noqa: E402
 
 CORPORA = os.environ.get("AUDIT_NOTIFY_CORPORA", os.path.join(ROOT, "..", "shared", "corpora"))
 DATA = os.path.join(HERE, "data")
@@ -325,7 +332,7 @@ def kind_of(body: str) -> Optional[str]:
 class Sample:
     kind: str
     source: str                     # where the records came from
-    notification: an.Notification
+    notification: Notification
     note: str = ""                  # shown beside the kind, e.g. "dropped by blacklist.example"
     tag: str = "sample"             # data-kind in the page: sample, digest, hostile, ...
 
@@ -336,14 +343,14 @@ _AUPARSE = None
 def _auparse():
     global _AUPARSE
     if _AUPARSE is None:
-        _AUPARSE = an.import_auparse()
+        _AUPARSE = import_auparse()
     return _AUPARSE
 
 
-def events_of(data: bytes, node: str = NODE) -> List[an.Event]:
+def events_of(data: bytes, node: str = NODE) -> List[Event]:
     """The plugin's own reading of raw audit records (auparse feed)."""
-    events: List[an.Event] = []
-    reader = an.EventReader(_auparse(), events.append, an.Counters(), node)
+    events: List[Event] = []
+    reader = EventReader(_auparse(), events.append, Counters(), node)
     for start in range(0, len(data), 65536):
         reader.feed(data[start:start + 65536])
     reader.flush()
@@ -373,11 +380,11 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
-def blacklist_rules() -> an.RuleSet:
+def blacklist_rules() -> RuleSet:
     try:
-        return an.RuleSet(tuple(an.load_rules(BLACKLIST)))
-    except an.Error:
-        return an.RuleSet()
+        return RuleSet(tuple(load_rules(BLACKLIST)))
+    except Error:
+        return RuleSet()
 
 
 def collect_kinds(files: Optional[Sequence[str]] = None) -> Tuple[List[Sample], Dict[str, str]]:
@@ -388,7 +395,7 @@ def collect_kinds(files: Optional[Sequence[str]] = None) -> Tuple[List[Sample], 
     unmatched: Dict[str, str] = {}
     for path in files if files is not None else input_files():
         for event in events_of(_read(path)):
-            notification = an.format_event(event)
+            notification = format_event(event)
             kind = kind_of(notification.body)
             if kind is None:
                 unmatched.setdefault(headline_text(notification.body)[:100], source_name(path))
@@ -403,12 +410,12 @@ def collect_kinds(files: Optional[Sequence[str]] = None) -> Tuple[List[Sample], 
 def digest_samples() -> List[Sample]:
     """A real digest (the Debian 12 sample through the plugin's default
     digest settings) and a replayed SSH brute force of 1,500 attempts."""
-    config = an.Config()
+    config = Config()
     samples = []
     path = os.path.join(DATA, "debian12-sample.log")
     if os.path.exists(path):
-        digester = an.Digester(config.digest_after, config.digest_window)
-        out: List[an.Notification] = []
+        digester = Digester(config.digest_after, config.digest_window)
+        out: List[Notification] = []
         for event in events_of(_read(path)):
             out += digester.offer(event)[1]
         out += digester.close_all()
@@ -418,14 +425,14 @@ def digest_samples() -> List[Sample]:
                                   % (config.digest_after, config.digest_window), best, tag="digest"))
     path = os.path.join(CORPORA, "fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh")
     if os.path.exists(path):
-        failed = [e for e in events_of(_read(path)) if headline_text(an.format_event(e).body)
+        failed = [e for e in events_of(_read(path)) if headline_text(format_event(e).body)
                   .startswith("Failed SSH login")]
         if failed:
-            digester = an.Digester(config.digest_after, config.digest_window)
+            digester = Digester(config.digest_after, config.digest_window)
             start = failed[0].timestamp
             out = []
             for i in range(1500):
-                event = an.Event(failed[0].fields, failed[0].records, timestamp=start + i * 0.039)
+                event = Event(failed[0].fields, failed[0].records, timestamp=start + i * 0.039)
                 out += digester.offer(event)[1]
             out += digester.close_all()
             samples += [Sample("digest (SSH brute force, 1,500 attempts in 59 s)", source_name(path) + ", replayed",
@@ -459,10 +466,10 @@ def hostile_samples() -> List[Sample]:
     samples = []
     for event in events_of(hostile_records()):
         samples.append(Sample("hostile: SSH login with <img>, @room, U+202E and a newline in the user name",
-                              "built here (sshd's USER_LOGIN, hex acct)", an.format_event(event), tag="hostile"))
+                              "built here (sshd's USER_LOGIN, hex acct)", format_event(event), tag="hostile"))
     for event in events_of(hostile_tty_records()):
         samples.append(Sample("hostile: typed keystrokes (TTY) with <img>, @room, U+202E",
-                              "built here (pam_tty_audit's TTY record, hex data)", an.format_event(event),
+                              "built here (pam_tty_audit's TTY record, hex data)", format_event(event),
                               tag="hostile-tty"))
     return samples
 
@@ -471,7 +478,7 @@ def long_command_sample() -> List[Sample]:
     path = os.path.join(CORPORA, "laurel", "src", "testdata", "record-execve-long.txt")
     if not os.path.exists(path):
         return []
-    return [Sample("command with a 16 KiB argument", source_name(path), an.format_event(e), tag="long")
+    return [Sample("command with a 16 KiB argument", source_name(path), format_event(e), tag="long")
             for e in events_of(_read(path))[:1]]
 
 

@@ -3,11 +3,10 @@
 import os
 
 import pytest
+from corpus import ROOT, SRC
 
-from corpus import ROOT, audit_notify
-
-Config = audit_notify.Config
-Error = audit_notify.Error
+from audit_notify.config import DEFAULT_CONFIG, Config, Error, load_config
+from audit_notify.rules import RuleSet, load_ruleset
 
 
 def _write(path, text):
@@ -17,7 +16,7 @@ def _write(path, text):
 
 def test_shipped_example_sets_every_key_and_parses(tmp_path):
     example = os.path.join(ROOT, "audit-notify.conf.example")
-    config = audit_notify.load_config(example)
+    config = load_config(example)
     with open(example) as handle:
         keys = {line.split("=")[0].strip() for line in handle if "=" in line and not line.startswith("#")}
     assert keys == set(Config.__dataclass_fields__) - {"source"}
@@ -26,14 +25,14 @@ def test_shipped_example_sets_every_key_and_parses(tmp_path):
 
 
 def test_empty_config_means_defaults_and_no_blacklist(tmp_path):
-    config = audit_notify.load_config(_write(tmp_path / "empty.conf", ""))
+    config = load_config(_write(tmp_path / "empty.conf", ""))
     assert config == Config(source=str(tmp_path / "empty.conf"))
-    assert audit_notify.load_ruleset(config) == audit_notify.RuleSet()
+    assert load_ruleset(config) == RuleSet()
 
 
 def test_values_comments_and_relative_paths(tmp_path):
     path = _write(tmp_path / "a.conf", "# c\n\nroom = #ops:example.org\nblacklist = rules/bl\nsend_timeout = 2.5\n")
-    config = audit_notify.load_config(path)
+    config = load_config(path)
     assert config.room == "#ops:example.org"
     assert config.blacklist == str(tmp_path / "rules" / "bl")
     assert config.send_timeout == 2.5
@@ -49,20 +48,20 @@ def test_values_comments_and_relative_paths(tmp_path):
 ])
 def test_bad_config_names_the_line(tmp_path, text, message):
     with pytest.raises(Error) as caught:
-        audit_notify.load_config(_write(tmp_path / "a.conf", text))
+        load_config(_write(tmp_path / "a.conf", text))
     assert str(caught.value).startswith(str(tmp_path / message))
 
 
 def test_missing_config_named_on_the_command_line_is_an_error(tmp_path):
     with pytest.raises(Error, match="cannot read config"):
-        audit_notify.load_config(str(tmp_path / "nope.conf"))
+        load_config(str(tmp_path / "nope.conf"))
 
 
 def test_default_config_is_used_when_present(tmp_path):
     etc = tmp_path / "etc" / "audit-notify"
     etc.mkdir(parents=True)
     _write(etc / "audit-notify.conf", "room = #x:y\n")
-    assert audit_notify.load_config(None, root=str(tmp_path)).room == "#x:y"
+    assert load_config(None, root=str(tmp_path)).room == "#x:y"
 
 
 def test_original_files_are_a_drop_in_when_no_config_exists(tmp_path):
@@ -72,22 +71,22 @@ def test_original_files_are_a_drop_in_when_no_config_exists(tmp_path):
     _write(legacy / "blacklist", "type BPF\n")
     (tmp_path / "usr" / "sbin").mkdir(parents=True)
     _write(tmp_path / "usr" / "sbin" / "matrix-commander.py", "")
-    config = audit_notify.load_config(None, root=str(tmp_path))
+    config = load_config(None, root=str(tmp_path))
     assert config.credentials == str(legacy / "credentials.json")
     assert config.store == str(legacy / "store")
     assert config.blacklist == str(legacy / "blacklist")
     assert config.matrix_commander == str(tmp_path / "usr" / "sbin" / "matrix-commander.py")
-    assert len(audit_notify.load_ruleset(config).deny) == 1
+    assert len(load_ruleset(config).deny) == 1
 
 
 def test_no_config_and_no_original_files_is_built_in_defaults(tmp_path):
-    assert audit_notify.load_config(None, root=str(tmp_path)) == Config()
+    assert load_config(None, root=str(tmp_path)) == Config()
 
 
 def test_plugins_d_entry_passes_the_config():
     with open(os.path.join(ROOT, "matrix-notifications.conf")) as handle:
         entry = dict(line.split(" = ", 1) for line in handle.read().splitlines() if " = " in line and line[0] != "#")
-    assert entry["args"].split() == ["--config", audit_notify.DEFAULT_CONFIG]
+    assert entry["args"].split() == ["--config", DEFAULT_CONFIG]
     assert entry["format"] == "string" and entry["direction"] == "out" and entry["active"] == "yes"
     assert os.path.isabs(entry["path"])
 
@@ -97,8 +96,8 @@ def test_auparse_is_found_in_system_site_packages(tmp_path):
     import sys
     # A Python that cannot import auparse on its own (isolated, no site) finds it
     # through the system directories, as the original's README had users do by hand.
-    code = ("import sys; sys.path.insert(0, %r); import audit_notify; "
-            "m = audit_notify.import_auparse(); print(m.__file__)" % ROOT)
+    code = ("import sys; sys.path.insert(0, %r); from audit_notify.reader import import_auparse; "
+            "m = import_auparse(); print(m.__file__)" % SRC)
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "dist-packages" in out.stdout or "site-packages" in out.stdout
@@ -107,7 +106,26 @@ def test_auparse_is_found_in_system_site_packages(tmp_path):
 def test_missing_auparse_names_the_package(tmp_path):
     import subprocess
     import sys
-    code = ("import sys; sys.path.insert(0, %r); import audit_notify; "
-            "audit_notify.import_auparse(search=[%r])" % (ROOT, str(tmp_path)))
+    code = ("import sys; sys.path.insert(0, %r); from audit_notify.reader import import_auparse; "
+            "import_auparse(search=[%r])" % (SRC, str(tmp_path)))
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
     assert "python3-audit" in out.stderr
+
+
+def test_the_shipped_config_says_which_keys_need_a_restart():
+    """Its "# restart" lines mark exactly the keys a reload cannot apply."""
+    from audit_notify.config import RESTART_KEYS
+    marked, pending = set(), False
+    with open(os.path.join(ROOT, "audit-notify.conf.example")) as handle:
+        for line in handle:
+            line = line.strip()
+            if line.startswith("# restart"):
+                pending = True  # for the key lines right below it
+            elif line and not line.startswith("#"):
+                if pending:
+                    marked.add(line.split("=")[0].strip())
+            else:
+                pending = False
+    assert marked == set(RESTART_KEYS)
+    example = load_config(os.path.join(ROOT, "audit-notify.conf.example"))
+    assert set(Config.__dataclass_fields__) - {"source"} >= marked and example.user == "audit-notify"

@@ -1,9 +1,7 @@
 """Digests: the first few of a shape alone, then one summary per window of event time."""
 
-from corpus import audit_notify
-
-Digester = audit_notify.Digester
-Event = audit_notify.Event
+from audit_notify.digest import Digester
+from audit_notify.events import Event
 
 
 def _exec(t, exe="/usr/bin/true", node="vm", uid="root"):

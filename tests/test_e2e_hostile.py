@@ -59,7 +59,6 @@ from html.parser import HTMLParser
 from typing import Optional
 
 import pytest
-
 from auditd_env import _children, auditd_unavailable_reason, private_auditd
 from matrix_env import free_port, matrix_world
 from rig import SCRIPT

@@ -6,13 +6,11 @@ auditd makes the events)."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
-
 from corpus import DATA, corpus, read
 from matrix_env import matrix_world
 from rig import SCRIPT, WAIT

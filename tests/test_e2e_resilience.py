@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import pytest
-
 from auditd_env import auditd_unavailable_reason, private_auditd
 from matrix_env import matrix_world
 from rig import SCRIPT

@@ -4,8 +4,13 @@ import os
 import re
 
 import pytest
+from corpus import DATA, all_corpus_files, corpus, events_of, read
 
-from corpus import DATA, all_corpus_files, audit_notify, corpus, events_of, read
+from audit_notify.counters import Counters
+from audit_notify.digest import shape_of
+from audit_notify.events import SUMMARY_FIELDS
+from audit_notify.reader import EventReader, import_auparse
+from audit_notify.rules import RuleSet, parse_rules
 
 
 def _serials(data):
@@ -42,19 +47,19 @@ def test_summaries_read_whole_later_equal_events_read_at_once():
     events = summaries = enriched_summaries = 0
     for path in files:
         data = read(path)
-        counters = audit_notify.Counters()
+        counters = Counters()
         chunks = (4096, 7) if _enriched(data) and len(data) < 20000 else (4096,)
         at_once = [_as_read_at_once(e) for e in events_of(data, lazy=False)]
         for chunk in chunks:
             lazy = events_of(data, chunk, lazy=True, counters=counters)
             assert len(lazy) == len(at_once), path
             for event, expected in zip(lazy, at_once):
-                summary = {name: event.get(name, None) for name in audit_notify.SUMMARY_FIELDS}
+                summary = {name: event.get(name, None) for name in SUMMARY_FIELDS}
                 summaries += not event.whole
                 enriched_summaries += not event.whole and _enriched(data)
                 events += 1
                 assert _as_read_at_once(event) == expected, (path, event.get("serial"))
-                assert summary == {name: event.get(name, None) for name in audit_notify.SUMMARY_FIELDS}, path
+                assert summary == {name: event.get(name, None) for name in SUMMARY_FIELDS}, path
         assert "could not read an event's records again" not in counters.problems, path
     # Most events do start as summaries, in enriched streams too.
     assert summaries > 0.9 * events, (summaries, events)
@@ -64,9 +69,9 @@ def test_summaries_read_whole_later_equal_events_read_at_once():
 def test_a_summary_answers_rules_and_digests_without_reading_every_record():
     data = read(corpus("laurel", "src", "testdata", "record-execve.txt"))
     [event] = events_of(data)
-    audit_notify.shape_of(event)
-    rules = audit_notify.parse_rules("exe=/usr/sbin/auditd records=\"SYSCALL PROCTITLE\"\n", "test")
-    assert audit_notify.RuleSet(tuple(rules)).wanted(event)
+    shape_of(event)
+    rules = parse_rules("exe=/usr/sbin/auditd records=\"SYSCALL PROCTITLE\"\n", "test")
+    assert RuleSet(tuple(rules)).wanted(event)
     assert not event.whole  # records= ruled the rule out before exe= was asked
     assert event.get("exe") == "/usr/bin/whoami"
     assert event.whole
@@ -98,7 +103,7 @@ def test_a_kernel_event_goes_out_once_a_line_past_its_eoe_is_read():
     execve = read(corpus("laurel", "src", "testdata", "record-execve.txt"))
     login = read(corpus("laurel", "src", "testdata", "record-login.txt"))
     got = []
-    reader = audit_notify.EventReader(audit_notify.import_auparse(), got.append, audit_notify.Counters(), "h")
+    reader = EventReader(import_auparse(), got.append, Counters(), "h")
     reader.feed(execve)
     reader.feed(login)  # lines past the execve's EOE
     assert [e.types() for e in got][:1] == [["SYSCALL", "EXECVE", "CWD", "PATH", "PATH", "PROCTITLE"]]
@@ -206,9 +211,9 @@ def test_invalid_utf8_and_controls_do_not_break_reading():
 def test_garbage_between_records_is_skipped(caplog):
     good = read(corpus("laurel", "src", "testdata", "record-login.txt"))
     data = bytes(range(256)) * 20 + b"\n\x00\x00\nnot a record\n" + good
-    counters = audit_notify.Counters()
+    counters = Counters()
     events = []
-    reader = audit_notify.EventReader(audit_notify.import_auparse(), events.append, counters, "h")
+    reader = EventReader(import_auparse(), events.append, counters, "h")
     reader.feed(data)
     reader.flush()
     assert [e.types() for e in events] == [["LOGIN", "SYSCALL"]]
@@ -217,7 +222,7 @@ def test_garbage_between_records_is_skipped(caplog):
 
 def test_age_emits_an_event_whose_eoe_never_came():
     events = []
-    reader = audit_notify.EventReader(audit_notify.import_auparse(), events.append, audit_notify.Counters(), "h")
+    reader = EventReader(import_auparse(), events.append, Counters(), "h")
     reader.feed(b"type=SYSCALL msg=audit(1000.000:5): arch=c000003e syscall=59 success=yes exit=0 items=0 "
                 b"ppid=1 pid=2 auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=1 "
                 b"comm=\"id\" exe=\"/usr/bin/id\" key=\"k\"\n")

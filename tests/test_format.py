@@ -4,10 +4,11 @@ import html
 import re
 
 import pytest
+from corpus import corpus, events_of, read
 
-from corpus import audit_notify, corpus, events_of, read
-
-format_event = audit_notify.format_event
+from audit_notify.events import Event
+from audit_notify.format import format_event
+from audit_notify.message import MAX_BODY_BYTES, MAX_HTML_BYTES, clean
 
 
 def _first(parts, predicate=lambda e: True):
@@ -81,8 +82,8 @@ def test_every_corpus_event_formats_within_limits():
         for event in events_of(read(path)):
             n = format_event(event)
             assert n.body and n.html
-            assert len(n.body.encode()) <= audit_notify.MAX_BODY_BYTES
-            assert len(n.html.encode()) <= audit_notify.MAX_HTML_BYTES
+            assert len(n.body.encode()) <= MAX_BODY_BYTES
+            assert len(n.html.encode()) <= MAX_HTML_BYTES
             assert "\n" not in n.body.split("\n")[0]
             count += 1
     assert count > 9000
@@ -118,7 +119,7 @@ def test_hostile_username_is_inert_and_visible(name):
     assert not any(ch in headline for ch in "\u202e\u200b\u2060\u2028\r\x1b")
     assert "@" not in n.body and "@" not in n.html
     # The name is still shown, escaped but recognisable.
-    visible = audit_notify.clean(name)
+    visible = clean(name)
     assert visible in headline
     assert html.escape(visible) in n.html
     assert n.content()["m.mentions"] == {}
@@ -134,7 +135,7 @@ def test_very_long_values_are_cut_with_a_note():
     headline = n.body.split("\n", 1)[0]
     assert len(headline) < 300
     assert "more characters" in headline
-    assert len(n.body.encode()) <= audit_notify.MAX_BODY_BYTES
+    assert len(n.body.encode()) <= MAX_BODY_BYTES
 
 
 def test_content_fits_the_homeserver_limit_even_for_huge_commands():
@@ -145,8 +146,8 @@ def test_content_fits_the_homeserver_limit_even_for_huge_commands():
 
 
 def test_clean_escapes_each_kind_of_invisible_character():
-    assert audit_notify.clean("a\tb\nc\x00d\x7f\u200e\u202e\ufeff") == "a\\tb\\nc\\x00d\\x7f\\u200e\\u202e\\ufeff"
-    assert audit_notify.clean("ünïcödé ✓ 名前") == "ünïcödé ✓ 名前"
+    assert clean("a\tb\nc\x00d\x7f\u200e\u202e\ufeff") == "a\\tb\\nc\\x00d\\x7f\\u200e\\u202e\\ufeff"
+    assert clean("ünïcödé ✓ 名前") == "ünïcödé ✓ 名前"
 
 
 def test_every_value_from_a_record_is_inside_code_in_the_html():
@@ -165,7 +166,7 @@ def test_every_value_from_a_record_is_inside_code_in_the_html():
                                       "nametype", "a1", "a2") else mark(v)) for k, v in event.fields.items()}
             records = [(t, {k: fields.get(k, mark(v)) if k not in ("type", "nametype", "a1", "a2") else v
                             for k, v in f.items()}) for t, f in event.records]
-            marked = audit_notify.Event(fields=fields, records=records, timestamp=event.timestamp)
+            marked = Event(fields=fields, records=records, timestamp=event.timestamp)
             outside = re.sub(r"<code>.*?</code>", "", format_event(marked).html)
             assert not re.search(r"zq\d+q", outside), (path, outside)
             checked += 1

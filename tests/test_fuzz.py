@@ -24,10 +24,14 @@ import re
 import unicodedata
 
 import pytest
+from corpus import CORPORA, DATA, all_corpus_files, auparse, corpus, read
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from corpus import CORPORA, DATA, all_corpus_files, audit_notify, auparse, corpus, read
+from audit_notify.counters import Counters
+from audit_notify.format import format_event
+from audit_notify.message import MAX_BODY_BYTES, MAX_HTML_BYTES
+from audit_notify.reader import EventReader
 
 settings.register_profile(
     "ci", max_examples=600, deadline=None, derandomize=True, database=None, print_blob=True,
@@ -173,8 +177,8 @@ def _feed(data, chunks):
     floor = len(data) // 1000
     chunks = [max(size, floor) for size in chunks]
     events = []
-    counters = audit_notify.Counters()
-    reader = audit_notify.EventReader(auparse, events.append, counters, "fuzzhost")
+    counters = Counters()
+    reader = EventReader(auparse, events.append, counters, "fuzzhost")
     at, i = 0, 0
     while at < len(data):
         size = chunks[i % len(chunks)]
@@ -236,8 +240,8 @@ class _Tags(html.parser.HTMLParser):
 
 def check_notification(note):
     body_bytes, html_bytes = len(note.body.encode("utf-8")), len(note.html.encode("utf-8"))
-    assert body_bytes <= audit_notify.MAX_BODY_BYTES, body_bytes
-    assert html_bytes <= audit_notify.MAX_HTML_BYTES, html_bytes
+    assert body_bytes <= MAX_BODY_BYTES, body_bytes
+    assert html_bytes <= MAX_HTML_BYTES, html_bytes
     parser = _Tags()
     parser.feed(note.html)
     parser.close()
@@ -256,7 +260,7 @@ def check_stream(data, chunks):
     assert _shape(pieces) == _shape(whole)
     assert counters2.problems == counters.problems
     for event in whole:
-        check_notification(audit_notify.format_event(event))
+        check_notification(format_event(event))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -346,7 +350,7 @@ def test_a_generic_headline_shows_a_hostile_op_inert():
     record = ("type=USER_DEVICE msg=audit(1700000000.000:9): pid=1 uid=0 auid=1000 ses=1 msg='op=@room\u202e "
               "acct=\"x\" exe=\"/usr/sbin/sshd\" hostname=? addr=? terminal=? res=success'\n").encode()
     [event] = _feed(record, [4096])[0]
-    note = audit_notify.format_event(event)
+    note = format_event(event)
     check_notification(note)
     assert "＠room\\u202e" in note.body.split("\n")[0]
 

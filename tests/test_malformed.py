@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from typing import Dict, List
 
 import pytest
-
-from corpus import audit_notify, corpus, read
+from corpus import corpus, read
 from rig import SCRIPT, Rig
+
+from audit_notify.events import _first_value
+from audit_notify.message import HEADLINE_VALUE_CHARS, MAX_BODY_BYTES
 
 # The bound on one run: the largest inputs here (a few MiB) take about a
 # second; a hang is a failure, not a stuck CI job.
@@ -260,7 +262,7 @@ def test_a_one_mib_value_is_capped_in_the_notification(tmp_path):
     outcome = run_plugin(tmp_path, data + good())
     check(outcome, problems={})
     body = body_of(outcome, 15558)
-    assert len(body.encode()) <= audit_notify.MAX_BODY_BYTES
+    assert len(body.encode()) <= MAX_BODY_BYTES
     assert "more characters)" in body
 
 
@@ -384,7 +386,7 @@ def test_execve_with_an_argc_that_is_not_the_args(tmp_path, argc):
     outcome = run_plugin(tmp_path, b"".join(records) + good(), bound=10)
     check(outcome, problems={})
     body = body_of(outcome, 2679223)
-    assert len(body.encode()) <= audit_notify.MAX_BODY_BYTES
+    assert len(body.encode()) <= MAX_BODY_BYTES
 
 
 def test_invalid_utf8_is_shown_escaped(tmp_path):
@@ -478,7 +480,7 @@ def test_node_prefixes_with_garbage(tmp_path, kind):
     if kind == "not utf-8":
         assert headline.endswith(" on \\xff\\xfe\\x80")
     if kind == "250 bytes":
-        cap = audit_notify.HEADLINE_VALUE_CHARS
+        cap = HEADLINE_VALUE_CHARS
         assert headline.endswith(" on " + "n" * cap + "… (%d more characters)" % (250 - cap))
     if kind == "alone":
         assert headline.endswith(" on vm")
@@ -591,4 +593,4 @@ class _StaleErrnoParser:
 
 def test_a_stale_errno_from_the_bindings_reads_as_not_found():
     # Seen in one run of 300 on the same input: the event was lost.
-    assert audit_notify._first_value(_StaleErrnoParser(), "res") is None
+    assert _first_value(_StaleErrnoParser(), "res") is None

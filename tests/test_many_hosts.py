@@ -38,8 +38,12 @@ import sys
 import time
 
 import pytest
-
-from auditd_env import append_from_child, auditd_unavailable_reason, free_tcp_port, private_auditd
+from auditd_env import (
+    append_from_child,
+    auditd_unavailable_reason,
+    free_tcp_port,
+    private_auditd,
+)
 from rig import SCRIPT, WAIT, Rig
 
 AUDISP_REMOTE = "/sbin/audisp-remote"

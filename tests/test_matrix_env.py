@@ -6,7 +6,6 @@ data."""
 import subprocess
 
 import pytest
-
 from matrix_env import matrix_world
 
 pytestmark = pytest.mark.matrix

@@ -5,15 +5,16 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
-
-from corpus import DATA, audit_notify, corpus, read
+from corpus import DATA, corpus, read
 from rig import SCRIPT, WAIT, Rig
+
+from audit_notify.sender import SENDER_SLOTS
 
 SSH = ("fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh")
 
@@ -66,7 +67,7 @@ def test_sends_each_event_once_through_one_matrix_commander_and_exits_0_at_eof(r
         # One process for all of them; no audit text in argv, only our FIFO's path.
         assert call["argv"] == [
             "--credentials", "%s/creds.json" % rig.dir, "--store", "%s/store" % rig.dir, "--log-level", "ERROR",
-            "ERROR", "--print-event-id", "--room", "#audit:localhost", "--event"] + [fifo] * audit_notify.SENDER_SLOTS
+            "ERROR", "--print-event-id", "--room", "#audit:localhost", "--event"] + [fifo] * SENDER_SLOTS
         event = json.loads(call["event"])
         assert event["type"] == "m.room.message"
         assert event["content"]["format"] == "org.matrix.custom.html"
@@ -135,11 +136,14 @@ def test_too_large_is_a_dead_letter_not_a_loop(rig):
     rig.mode("toolarge")
     plugin = rig.start()
     plugin.communicate(read(corpus("laurel", "src", "testdata", "record-login.txt")), timeout=WAIT)
-    assert len(rig.calls()) == 1
+    # The event, then the notice that takes its place (refused as well
+    # here, where everything is too large: buried without a notice of its own).
+    calls = [json.loads(c["event"])["content"]["body"] for c in rig.calls()]
+    assert len(calls) == 2 and calls[1].startswith("⚠️ audit-notify could not deliver a notification")
     assert "kept as a dead letter" in rig.log_text()
     status = subprocess.run([sys.executable, SCRIPT, "--config", str(rig.config), "--status"],
                             capture_output=True, text=True, timeout=WAIT)
-    assert "dead letters: 1" in status.stdout and "spooled: 0 notifications" in status.stdout
+    assert "dead letters: 2" in status.stdout and "spooled: 0 notifications" in status.stdout
 
 
 def test_sigkill_loses_nothing_accepted(rig):
@@ -226,52 +230,64 @@ def test_log_file_in_a_world_writable_directory_is_refused(rig, tmp_path):
     assert not (public / "x.log").exists()
 
 
-# --- the loop itself, with an injected wait ---------------------------------
+def test_a_new_instance_takes_over_sending_when_the_old_one_exits(rig):
+    """auditd restarted: the old instance still holds the spool (a send in
+    flight, a drain); the new one spools, and sends everything, its own
+    and the old one's, once the old one has exited."""
+    rig.write_config("digest_after = 0\n")
+    rig.mode("hang")
+    old = rig.start()
+    old.stdin.write(read(corpus(*SSH)))
+    old.stdin.flush()
+    rig.wait_for(lambda: len(rig.calls()) == 1, "the old instance's first send")
+    new = rig.start()
+    new.stdin.write(read(corpus("laurel", "src", "testdata", "record-login.txt")))
+    new.stdin.flush()
+    rig.wait_for(lambda: "holds the spool: this one spools, and sends once that one exits" in rig.log_text(),
+                 "the new instance to start as a non-sender")
+    rig.mode("ok")
+    old.send_signal(signal.SIGTERM)
+    old.wait(timeout=WAIT)
+    rig.wait_for(lambda: "took over sending" in rig.log_text(), "the takeover")
+    rig.wait_for(lambda: len(rig.bodies()) == 12, "all 11 + 1 notifications")
+    assert new.poll() is None  # still running, still reading
+    new.communicate(b"", timeout=WAIT)
+    assert new.returncode == 0
+    bodies = rig.bodies()
+    assert len(bodies) == len(set(bodies)) == 12
 
-class Recorder:
-    """A sink that keeps what it is given."""
 
-    def __init__(self):
-        self.sent = []
+def test_a_read_error_is_not_taken_for_eof(rig):
+    """A broken stdin is an error (exit 1, no two-minute drain), not a
+    person's ausearch pipe ending.  auditd's end of the socketpair closing
+    with data of ours unread makes our next read fail: ECONNRESET."""
+    auditd_end, plugin_end = socket.socketpair()
+    plugin = subprocess.Popen([sys.executable, SCRIPT, "--config", str(rig.config)], stdin=plugin_end,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plugin_end.send(b"never read by auditd")
+    plugin_end.close()
+    rig.wait_for(lambda: "started:" in rig.log_text(), "the start")
+    auditd_end.close()
+    assert plugin.wait(timeout=WAIT) == 1
+    assert "reading audit records failed: [Errno 104] Connection reset by peer; stopping" in rig.log_text()
+    assert "exiting:" in rig.log_text()
 
-    def add(self, notification):
-        self.sent.append(notification)
 
-    def commit(self):
-        pass
-
-
-def test_idle_plugin_blocks_until_the_hourly_report():
-    """No busy loop: with nothing pending, select() waits until the next
-    hourly counters line; with an event waiting for its EOE, it gets the
-    idle tick."""
-    read_end, write_end = os.pipe()
-    timeouts = []
-    outlet = Recorder()
-    plugin = audit_notify.Plugin(audit_notify.Config(), audit_notify.RuleSet(), audit_notify.import_auparse(),
-                                 outlet, audit_notify.Counters(), wait=None, hostname="h", clock=lambda: 0.0)
-    script = [
-        b"type=SYSCALL msg=audit(1000.000:5): arch=c000003e syscall=59 success=yes exit=0 items=0 ppid=1 pid=2 "
-        b"auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=1 comm=\"id\" "
-        b"exe=\"/usr/bin/id\" key=\"k\"\n",
-        None,   # idle tick: the event without EOE comes out
-        b"",    # EOF
-    ]
-
-    def wait(fds, timeout):
-        timeouts.append(timeout)
-        chunk = script.pop(0)
-        if chunk is None:
-            return []
-        if chunk:
-            os.write(write_end, chunk)
-        else:
-            os.close(write_end)
-        return [read_end]
-
-    plugin._wait = wait
-    assert plugin.run(read_end) is True
-    # The 0 is a peek for more input before committing the new notification.
-    assert timeouts == [audit_notify.STATS_INTERVAL, audit_notify.IDLE_TICK, 0]
-    assert [n.fields["key"] for n in outlet.sent] == ["k"]
-    os.close(read_end)
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a private mount namespace")
+def test_without_a_syslog_socket_the_log_goes_to_a_file(tmp_path):
+    """No /dev/log (containers, minimal VMs; this VM too): the log, and the
+    reason the plugin will not start, go to /var/log/audit-notify.log
+    (a private tmpfs here).  Where the host has a /dev/log, a regular file
+    is mounted over it: a dead syslog, with the same outcome."""
+    bad = tmp_path / "bad.conf"
+    bad.write_text("no_such_key = 1\n")
+    dead = tmp_path / "dead-syslog"
+    dead.write_text("")
+    hide = "mount --bind %s /dev/log && " % dead if os.path.exists("/dev/log") else ""  # a dead syslog
+    script = ("mount -t tmpfs -o mode=755 tmpfs /var/log && %s%s %s --config %s < /dev/null 2>/dev/null; echo \"exit=$?\"; "
+              "cat /var/log/audit-notify.log" % (hide, sys.executable, SCRIPT, bad))
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=WAIT)
+    assert "exit=1" in out.stdout, out.stderr
+    assert re.search(r"audit-notify\[\d+\]: ERROR not started: %s:1: unknown key 'no_such_key'" % re.escape(str(bad)),
+                     out.stdout), out.stdout

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from corpus import corpus, read
 from rig import SCRIPT, WAIT, Rig
 
@@ -147,3 +146,30 @@ def test_user_root_is_accepted_with_a_warning(tmp_path):
     plugin.communicate(b"", timeout=WAIT)
     assert plugin.returncode == 0
     assert "running as root, and so does matrix-commander" in rig.log_text()
+
+
+def test_spool_files_a_root_run_left_become_the_users(account, base):
+    """The original's drop-in runs as root; switching to the dedicated user
+    must not leave a spool the user cannot open (every start failed, and
+    auditd gave up after max_restarts)."""
+    rig = Rig(base, "digest_after = 0\n")
+    rig.mode("hang")  # the root run's notifications stay spooled
+    as_root = rig.start()
+    as_root.stdin.write(read(corpus("laurel", "src", "testdata", "record-login.txt")))
+    as_root.stdin.flush()
+    rig.wait_for(lambda: len(rig.calls()) == 1, "the root run's notification in flight")
+    as_root.kill()
+    as_root.wait()
+    spool = base / "spool"
+    left = [p for p in spool.iterdir() if p.stat().st_uid == 0]
+    assert {p.name for p in left} >= {"spool.sqlite3", "lock"}, left
+    os.chmod(rig.mc_dir, 0o777)
+    os.chmod(rig.mc_dir / "calls.jsonl", 0o666)  # the stand-in's record, from the root run
+    rig.mode("ok")
+    rig.write_config("digest_after = 0\nuser = %s\n" % USER)
+    as_user = rig.start()
+    as_user.communicate(b"", timeout=WAIT)
+    assert as_user.returncode == 0, rig.log_text()
+    assert all(p.stat().st_uid == account.pw_uid for p in spool.iterdir())
+    assert "fixed permissions: %s now owned by %s" % (spool / "spool.sqlite3", USER) in rig.log_text()
+    assert [c["uid"] for c in rig.calls() if c["mode"] == "ok"] == [account.pw_uid]  # the root run's, delivered

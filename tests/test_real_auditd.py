@@ -5,7 +5,6 @@ stand-in for matrix-commander shows what would have been sent."""
 import os
 
 import pytest
-
 from auditd_env import append_from_child, auditd_unavailable_reason, private_auditd
 from rig import SCRIPT, Rig
 

@@ -9,7 +9,6 @@ The sanitizer tests need no browser; the others are skipped when Debian's
 import os
 
 import pytest
-
 import render_notifications as rn
 
 CHROMIUM_MISSING = rn.chromium_path() is None
@@ -167,7 +166,7 @@ def test_lock_screen_preview_is_two_lines_at_most(phone):
 def test_overflow_is_detected(tmp_path):
     """The checks above can fail: a 1000 px image in a message is caught
     (and the page is laid out at 390 px, not Chromium's 500 px minimum)."""
-    wide = rn.an.Notification(body="wide", html='<img src="mxc://example.org/a" width="1000" height="20">',
+    wide = rn.Notification(body="wide", html='<img src="mxc://example.org/a" width="1000" height="20">',
                               fields={}, timestamp=0.0)
     facts = rn.render([rn.Sample("wide image", "built here", wide)], str(tmp_path), "phone", rn.PHONE_WIDTH)
     [message] = facts["messages"]

@@ -3,12 +3,10 @@
 import os
 
 import pytest
+from corpus import DATA, ROOT, all_corpus_files, corpus, events_of, read
 
-from corpus import DATA, ROOT, all_corpus_files, audit_notify, corpus, events_of, read
-
-Error = audit_notify.Error
-parse_rules = audit_notify.parse_rules
-RuleSet = audit_notify.RuleSet
+from audit_notify.config import Error
+from audit_notify.rules import RuleSet, load_rules, parse_rules
 
 # The rule lines of the original project's blacklist.example, as the issue
 # quotes them: they must work unchanged.
@@ -155,9 +153,9 @@ def test_comments_blank_and_indented_lines():
 
 
 def test_no_blacklist_configured_is_no_rules_but_a_missing_file_is_an_error(tmp_path):
-    assert audit_notify.load_rules("") == []
+    assert load_rules("") == []
     with pytest.raises(Error, match="cannot read rule file .*absent"):
-        audit_notify.load_rules(str(tmp_path / "absent"))
+        load_rules(str(tmp_path / "absent"))
 
 
 def test_every_shipped_rule_matches_a_real_record(every_event):

@@ -7,7 +7,11 @@ on the ENRICHED sample, which carries them (AUID="anadmin")."""
 import os
 import re
 
-from corpus import DATA, ROOT, audit_notify, events_of, read
+from corpus import DATA, ROOT, events_of, read
+
+from audit_notify.config import load_config
+from audit_notify.format import format_event
+from audit_notify.rules import load_ruleset
 
 SAMPLE = os.path.join(DATA, "debian12-sample.log")
 ENRICHED = os.path.join(DATA, "debian12-enriched.log")
@@ -19,7 +23,7 @@ def _record_count(data):
 
 
 def _rules():
-    return audit_notify.load_ruleset(audit_notify.load_config(os.path.join(ROOT, "examples", "dry-run.conf")))
+    return load_ruleset(load_config(os.path.join(ROOT, "examples", "dry-run.conf")))
 
 
 def test_one_notification_per_event_not_per_record():
@@ -35,7 +39,7 @@ def test_one_notification_per_event_not_per_record():
 
 
 def _headlines(predicate=lambda e: True, path=ENRICHED):
-    return [audit_notify.format_event(e).body.split("\n")[0] for e in events_of(read(path), node="vm")
+    return [format_event(e).body.split("\n")[0] for e in events_of(read(path), node="vm")
             if _rules().wanted(e) and predicate(e)]
 
 

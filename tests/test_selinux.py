@@ -16,7 +16,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from corpus import ROOT
 
 SELINUX_DIR = os.path.join(ROOT, "selinux")

@@ -4,6 +4,7 @@ setup again (nothing changes, the admin's edits stay), the doctor, and
 uninstall --purge."""
 
 import io
+import json
 import os
 import pwd
 import re
@@ -11,14 +12,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
-
 from auditd_env import auditd_unavailable_reason, private_auditd
-from corpus import audit_notify
 from matrix_env import matrix_world
 from rig import SCRIPT
+from corpus import ROOT
+
+from audit_notify.doctor import Doctor
 
 USER = "an-setup-test"
 _reason = auditd_unavailable_reason()
@@ -35,15 +38,59 @@ def root():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _setup(world, root, *extra):
-    password = root / "password"
-    password.write_text(world.bot_password + "\n")
-    os.chmod(password, 0o600)
+def _setup(world, root, *extra, program=(sys.executable, SCRIPT), login=None):
+    if login is None:
+        password = root / "password"
+        password.write_text(world.bot_password + "\n")
+        os.chmod(password, 0o600)
+        login = ["--bot", world.bot_mxid, "--password-file", str(password)]
     return subprocess.run(
-        [sys.executable, SCRIPT, "setup", "--root", str(root), "--user", USER, "--homeserver", world.homeserver.url,
-         "--bot", world.bot_mxid, "--password-file", str(password), "--room", world.room_alias,
-         "--matrix-commander", str(world.mc_binary)] + list(extra),
+        [*program, "setup", "--root", str(root), "--user", USER, "--homeserver", world.homeserver.url,
+         *login, "--room", world.room_alias, "--matrix-commander", str(world.mc_binary)] + list(extra),
         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+
+def _new_device_token(world, device):
+    """What the README tells an admin to do: log in over the API with a new
+    device id, and give setup that device's token."""
+    answer = json.loads(urllib.request.urlopen(urllib.request.Request(
+        world.homeserver.url + "/_matrix/client/v3/login", method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": world.bot_mxid},
+                         "password": world.bot_password, "device_id": device,
+                         "initial_device_display_name": "audit-notify test"}).encode()), timeout=30).read())
+    return answer["access_token"]
+
+
+def test_setup_with_a_new_devices_access_token(tmp_path, root):
+    with matrix_world(tmp_path) as world:
+        token = root / "token"
+        token.write_text(_new_device_token(world, "ANTOKENDEV") + "\n")
+        done = _setup(world, root, login=["--access-token-file", str(token)])
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert "logged %s in" % world.bot_mxid in done.stdout and "sent a test notification" in done.stdout
+        [test] = world.receiver.wait_for_messages(1, timeout=60)
+        assert test["body"].startswith("✅ audit-notify works on ") and test["wire_type"] == "m.room.encrypted"
+        creds = json.loads((root / "etc/audit-notify/credentials.json").read_text())
+        assert creds["device_id"] == "ANTOKENDEV"
+        assert ((root / "var/lib/audit-notify/store").stat().st_mode & 0o777) == 0o700
+
+
+def test_setup_refuses_a_token_whose_keys_are_elsewhere(tmp_path, root):
+    """The world's bot device has published its keys from its own store: a
+    new store cannot use its token; setup says why and writes no
+    credentials."""
+    with matrix_world(tmp_path) as world:
+        sent = subprocess.run(world.mc_command("-m", "keys published"), env=world.mc_env(), capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=120)
+        assert sent.returncode == 0, sent.stderr  # its first send published the device's keys
+        token = root / "token"
+        token.write_text(json.loads(world.creds_path.read_text())["access_token"])
+        refused = _setup(world, root, login=["--access-token-file", str(token)])
+        assert refused.returncode == 1
+        assert "device %s has published its encryption keys already" % world.bot_device_id in refused.stderr
+        assert "Make a token for a new device" in refused.stderr
+        assert not (root / "etc/audit-notify/credentials.json").exists()
 
 
 def _entry(root):
@@ -81,20 +128,26 @@ def test_setup_then_a_real_event_arrives(tmp_path, root):
 
         # The doctor agrees (its plugins.d check looks under the same root).
         out = io.StringIO()
-        failures = audit_notify.Doctor(out, root=str(root)).check(entry["args"].split()[1], send_test=True)
+        failures = Doctor(out, root=str(root)).check(entry["args"].split()[1], send_test=True)
         assert failures == 0, out.getvalue()
         assert re.search(r"^ok   room: #audit:localhost joined, encrypted \(m.megolm.v1.aes-sha2\)$", out.getvalue(), re.M)
         assert re.search(r"^ok   test notification: accepted by the homeserver as \$", out.getvalue(), re.M)
 
-        # Setup again: nothing is overwritten, the admin's edit stays.
+        # Setup again, from the installed copy (one file): nothing is
+        # overwritten, the admin's edit stays; a deleted blacklist comes back
+        # as the shipped defaults, which that one file carries.
         config = root / "etc/audit-notify/audit-notify.conf"
         config.write_text(config.read_text() + "digest_after = 9\n")
-        again = _setup(world, root, "--no-test")
+        blacklist = root / "etc/audit-notify/blacklist"
+        assert blacklist.read_text() == (Path(ROOT) / "blacklist.example").read_text()
+        blacklist.unlink()
+        again = _setup(world, root, "--no-test", program=[entry["path"]])
         assert again.returncode == 0, again.stderr
-        for said in ("kept the existing config", "kept the existing blacklist", "already logged in",
+        for said in ("kept the existing config", "already logged in",
                      "plugin already installed", "plugins.d entry already in place"):
             assert said in again.stdout
         assert config.read_text().endswith("digest_after = 9\n")
+        assert blacklist.read_text() == (Path(ROOT) / "blacklist.example").read_text()
 
     gone = subprocess.run([sys.executable, SCRIPT, "uninstall", "--root", str(root), "--user", USER, "--purge"],
                           capture_output=True, text=True)

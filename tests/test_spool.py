@@ -1,14 +1,17 @@
 """Spool: durable, ordered, bounded, readable while the plugin writes."""
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
-from corpus import ROOT, audit_notify
+import pytest
+from corpus import SRC
 
-Spool = audit_notify.Spool
-Notification = audit_notify.Notification
+from audit_notify.message import Notification
+from audit_notify.spool import Spool, SpoolError, spool_status
 
 
 class Clock:
@@ -23,16 +26,25 @@ def _note(text, priority=0, size=0):
     return Notification(body=text + "x" * size, html=text, fields={}, timestamp=1.0, priority=priority)
 
 
+def _bodies(path):
+    """What the spool holds, in sending order, read as --status would."""
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return [json.loads(row[0])["body"] for row in db.execute("SELECT content FROM outbox ORDER BY id")]
+    finally:
+        db.close()
+
+
 def test_items_come_out_oldest_first_and_leave_only_when_delivered(tmp_path):
     spool = Spool(str(tmp_path / "s.db"), 10 ** 6, 3600)
     for i in range(3):
         spool.add(_note("n%d" % i))
+    assert spool.peek() is None  # added is not accepted: not until the commit
     spool.commit()
     first = spool.peek()
     assert first.content["body"] == "n0" and first.content["m.mentions"] == {}
-    assert spool.peek(first.id).content["body"] == "n1"
-    spool.attempt_failed(first.id)
-    assert spool.peek().attempts == 1
+    assert spool.refused(first.id) == 1 and spool.refused(first.id) == 2
+    assert spool.peek().attempts == 2
     spool.delivered(first.id)
     assert spool.peek().content["body"] == "n1"
     assert spool.depth()[0] == 2
@@ -40,38 +52,55 @@ def test_items_come_out_oldest_first_and_leave_only_when_delivered(tmp_path):
 
 def test_committed_items_survive_sigkill(tmp_path):
     path = str(tmp_path / "s.db")
-    code = ("import sys, os, signal; sys.path.insert(0, %r); import audit_notify as a\n"
-            "s = a.Spool(%r, 10**6, 3600)\n"
-            "for i in range(50): s.add(a.Notification('kept%%d' %% i, '', {}, 1.0))\n"
+    code = ("import sys, os, signal; sys.path.insert(0, %r)\n"
+            "from audit_notify.spool import Spool\n"
+            "from audit_notify.message import Notification\n"
+            "s = Spool(%r, 10**6, 3600)\n"
+            "for i in range(50): s.add(Notification('kept%%d' %% i, '', {}, 1.0))\n"
             "s.commit()\n"
-            "s.add(a.Notification('uncommitted', '', {}, 1.0))\n"
-            "os.kill(os.getpid(), signal.SIGKILL)\n" % (ROOT, path))
+            "s.add(Notification('uncommitted', '', {}, 1.0))\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n" % (SRC, path))
     out = subprocess.run([sys.executable, "-c", code])
     assert out.returncode == -9
     spool = Spool(path, 10 ** 6, 3600)
     assert spool.depth()[0] == 50
-    bodies = []
-    item = spool.peek()
-    while item:
-        bodies.append(item.content["body"])
-        item = spool.peek(item.id)
-    assert bodies == ["kept%d" % i for i in range(50)]
+    assert _bodies(path) == ["kept%d" % i for i in range(50)]
+
+
+def test_a_full_disk_loses_nothing_accepted_or_unwritten(small_disk):
+    path = str(small_disk.path / "s.db")
+    spool = Spool(path, 10 ** 8, 3600)
+    for i in range(5):
+        spool.add(_note("before%d" % i))
+    spool.commit()
+    small_disk.fill()
+    for i in range(300):
+        spool.add(_note("during%d" % i, size=2000))
+    with pytest.raises(SpoolError, match="cannot write the spool"):
+        spool.commit()
+    assert spool.unwritten() == 300
+    assert spool.depth()[0] == 305
+    first = spool.peek()
+    assert first.content["body"] == "before0"  # what was accepted is still there, and still offered
+    with contextlib.suppress(SpoolError):  # a DELETE may need room for the WAL too
+        spool.delivered(first.id)
+    assert spool.peek().content["body"] == "before1"  # never offered twice, written or not
+    small_disk.free()
+    spool.commit()
+    assert spool.unwritten() == 0
+    assert [b.rstrip("x") for b in _bodies(path)] == ["before%d" % i for i in range(1, 5)] + ["during%d" % i for i in range(300)]
 
 
 def test_size_bound_drops_oldest_least_important_first(tmp_path):
-    spool = Spool(str(tmp_path / "s.db"), 20000, 3600)
+    path = str(tmp_path / "s.db")
+    spool = Spool(path, 20000, 3600)
     for i in range(10):
         spool.add(_note("important%d" % i, priority=1, size=1000))
         spool.add(_note("routine%d" % i, priority=0, size=1000))
     spool.commit()
     dropped = spool.enforce_bounds()
-    spool.commit()
     assert dropped > 0 and spool.bytes <= 20000
-    left = []
-    item = spool.peek()
-    while item:
-        left.append(item.content["body"].rstrip("x"))
-        item = spool.peek(item.id)
+    left = [body.rstrip("x") for body in _bodies(path)]
     assert [b for b in left if b.startswith("important")] == ["important%d" % i for i in range(10)]
     assert [b for b in left if b.startswith("routine")] == ["routine%d" % i for i in range(dropped, 10)]
 
@@ -96,20 +125,38 @@ def test_dead_letters_are_kept_apart(tmp_path):
     spool.commit()
     spool.bury(spool.peek().id, "M_TOO_LARGE")
     assert spool.peek().content["body"] == "fine"
-    status = audit_notify.spool_status(path)
+    status = spool_status(path)
     assert status["dead"] == 1 and status["depth"] == 1
 
 
-def test_status_reads_while_a_writer_holds_a_transaction(tmp_path):
+def test_status_reads_while_the_plugin_writes(tmp_path):
     path = str(tmp_path / "s.db")
     spool = Spool(path, 10 ** 6, 3600)
     spool.add(_note("a"))
-    spool.set_state("counters", json.dumps({"events": 7}))
-    spool.commit()
-    spool.add(_note("b"))  # open transaction, not committed
-    status = audit_notify.spool_status(path)
+    spool.commit({"counters": json.dumps({"events": 7})})
+    spool.add(_note("b"))  # added, not committed
+    status = spool_status(path)
     assert status["depth"] == 1
     assert json.loads(status["state"]["counters"]) == {"events": 7}
     spool.commit()
-    assert audit_notify.spool_status(path)["depth"] == 2
+    assert spool_status(path)["depth"] == 2
     assert not os.path.exists(path + "-journal")
+
+
+def test_a_spool_from_the_previous_version_is_brought_up_to_date(tmp_path):
+    path = str(tmp_path / "s.db")
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL,
+            event_time REAL NOT NULL, priority INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            content TEXT NOT NULL);
+        INSERT INTO outbox (created, event_time, priority, content) VALUES (1, 1, 0, '{"body": "left over"}');
+    """)
+    old.commit()
+    old.close()
+    spool = Spool(path, 10 ** 6, 3600)
+    item = spool.peek()
+    assert (item.content["body"], item.kind) == ("left over", "event")
+    spool.add(_note("new"))
+    spool.commit()
+    assert _bodies(path) == ["left over", "new"]

@@ -3,7 +3,7 @@
 matrix-nio client; events from a real auditd.  Prints figures, asserts
 nothing (the tests assert behaviour; this measures it).
 
-    sudo tests/bench/bench_delivery.py [--latency 60] [--throughput-seconds 70] [--rounds 3] [--idle 60]
+    tests/bench/bench_delivery.py [--latency 60] [--throughput-seconds 70] [--rounds 3] [--idle 60] [--compare REV]
 
 latency     kernel timestamp of a record (auditctl -m, one a second) to the
             receiver holding the decrypted message: p50, p95
@@ -55,10 +55,10 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def latency(count, tmp):
+def latency(count, tmp, script=SCRIPT, label="audit-notify"):
     with matrix_world(tmp / "lat") as world:
         plugin = Plugin(world, tmp / "lat", extra=FAST)
-        with private_auditd(tmp / "lat", plugin_path=SCRIPT, plugin_args=("--config=%s" % plugin.config,)) as ad:
+        with private_auditd(tmp / "lat", plugin_path=script, plugin_args=("--config=%s" % plugin.config,)) as ad:
             world.receiver.wait_for_messages(5, timeout=5)  # let it start, skip auditd's own events
             markers, got = [], []
             for i in range(count):
@@ -84,8 +84,19 @@ def latency(count, tmp):
         if found and found.group(0) in stamps:
             delays.append(wall(message) - stamps[found.group(0)])
     delays.sort()
-    print("latency: %d events a second apart, %d received: p50 %.3f s, p95 %.3f s, max %.3f s"
-          % (count, len(delays), statistics.median(delays), delays[int(0.95 * (len(delays) - 1))], delays[-1]))
+    p50, p95 = statistics.median(delays), delays[int(0.95 * (len(delays) - 1))]
+    print("latency (%s): %d events a second apart, %d received: p50 %.3f s, p95 %.3f s, max %.3f s"
+          % (label, count, len(delays), p50, p95, delays[-1]))
+    return p50, p95
+
+
+def old_script(revision, into):
+    """audit_notify.py of an older revision (git archive), runnable by auditd."""
+    archive = subprocess.run(["git", "-C", os.path.dirname(TESTS), "archive", revision], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    os.chmod(into, 0o755)
+    return str(Path(into) / "audit_notify.py")
 
 
 def receive(world, seconds):
@@ -195,10 +206,22 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds, alternating (medians)")
     parser.add_argument("--idle", type=int, default=60, metavar="SECONDS")
     parser.add_argument("--log", default="/var/tmp/audit-notify-bench/execve.log")
+    parser.add_argument("--compare", metavar="REV",
+                        help="also measure latency with this git revision, alternating with this one (rounds)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if args.latency:
+        if args.latency and args.compare:
+            old = old_script(args.compare, tempfile.mkdtemp(dir="/var/tmp", prefix="an-bench-old-"))
+            figures = {"this": [], args.compare: []}
+            for n in range(args.rounds):
+                figures["this"].append(latency(args.latency, tmp / ("lat-new%d" % n)))
+                figures[args.compare].append(latency(args.latency, tmp / ("lat-old%d" % n), old, args.compare))
+            for name, rounds in figures.items():
+                print("latency %s, medians of %d rounds: p50 %.3f s, p95 %.3f s" % (
+                    name, len(rounds), statistics.median(r[0] for r in rounds),
+                    statistics.median(r[1] for r in rounds)))
+        elif args.latency:
             latency(args.latency, tmp)
         if args.throughput_seconds:
             rates = {"ours": [], "one": [], "two": []}

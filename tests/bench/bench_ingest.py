@@ -4,7 +4,7 @@ with `ausearch -i` over the same records, in one run (the machine is shared
 and noisy: runs alternate, medians and ratios are reported).
 
     tests/bench/make_execve_log.py            # once: a real 140,000-record log
-    tests/bench/bench_ingest.py [--runs 7] [LOG]
+    tests/bench/bench_ingest.py [--runs 7] [--compare REV] [LOG]
 
     # the same in auditd's ENRICHED format (Debian's default)
     tests/bench/make_execve_log.py --format ENRICHED --out /var/tmp/audit-notify-bench/execve-enriched.log
@@ -30,24 +30,45 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_LOG = "/var/tmp/audit-notify-bench/execve.log"
 
 
-def child(log: str, digest_after: int) -> int:
-    """Run the pipeline over ``log`` once; print the counters."""
-    sys.path.insert(0, ROOT)
-    import audit_notify as an
-
+def child(log: str, digest_after: int, root: str = ROOT) -> int:
+    """Run the pipeline of the checkout at ``root`` over ``log`` once;
+    print the counters.  ``root`` may be an older revision (--compare),
+    from before the package layout."""
+    packaged = os.path.isdir(os.path.join(root, "src", "audit_notify"))
+    sys.path.insert(0, os.path.join(root, "src") if packaged else root)
+    from dataclasses import replace
+    if packaged:
+        from audit_notify.config import Config
+        from audit_notify.counters import Counters
+        from audit_notify.daemon import EOF, Plugin
+        from audit_notify.reader import import_auparse
+        from audit_notify.rules import load_ruleset
+        from audit_notify.spool import open_spool
+    else:
+        from audit_notify import Config, Counters, Plugin, import_auparse, load_ruleset, open_spool
     with tempfile.TemporaryDirectory() as tmp:
-        config = an.replace(an.Config(), blacklist=os.path.join(ROOT, "blacklist.example"),
-                            spool_dir=os.path.join(tmp, "spool"), state_dir=tmp, digest_after=digest_after)
-        counters = an.Counters()
-        spool, _owner = an.open_spool(config)
-        plugin = an.Plugin(config, an.load_ruleset(config), an.import_auparse(), spool, counters, hostname="bench")
+        config = replace(Config(), blacklist=os.path.join(ROOT, "blacklist.example"),
+                         spool_dir=os.path.join(tmp, "spool"), state_dir=tmp, digest_after=digest_after)
+        counters = Counters()
+        spool, _rights = open_spool(config)
+        plugin = Plugin(config, load_ruleset(config), import_auparse(), spool, counters, hostname="bench")
         fd = os.open(log, os.O_RDONLY)
         plugin.run(fd)
-        plugin.finish(at_eof=True)
+        if packaged:
+            plugin.finish(EOF)
+        else:
+            plugin.finish(at_eof=True)
         depth = spool.depth()[0]
         spool.close()
     print(counters.line(), "spooled=%d" % depth)
     return 0
+
+
+def checkout(revision: str, into: str) -> str:
+    """The tree of ``revision`` (git archive), to measure beside this one."""
+    archive = subprocess.run(["git", "-C", ROOT, "archive", revision], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+    return into
 
 
 def measure(argv):
@@ -70,10 +91,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("log", nargs="?", default=DEFAULT_LOG)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--compare", metavar="REV", action="append", default=[],
+                        help="also measure this git revision (e.g. the one before a change), in the same run")
     parser.add_argument("--child", type=int, metavar="DIGEST_AFTER", help=argparse.SUPPRESS)
+    parser.add_argument("--root", default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        return child(args.log, args.child)
+        return child(args.log, args.child, args.root)
     if not os.path.exists(args.log):
         raise SystemExit("no %s: make it with tests/bench/make_execve_log.py" % args.log)
     with open(args.log, "rb") as handle:
@@ -84,6 +108,10 @@ def main(argv=None):
         "audit-notify": [python, __file__, "--child", "5", args.log],
         "audit-notify, digests off": [python, __file__, "--child", "0", args.log],
     }
+    trees = tempfile.TemporaryDirectory()
+    for revision in args.compare:
+        root = checkout(revision, tempfile.mkdtemp(dir=trees.name))
+        commands["audit-notify @%s" % revision] = [python, __file__, "--child", "5", "--root", root, args.log]
     times = {name: [] for name in commands}
     rss = {name: [] for name in commands}
     outputs = {}
@@ -99,8 +127,10 @@ def main(argv=None):
         median = statistics.median(times[name])
         print("%-28s median %6.2f s  %8.0f records/s  speed vs ausearch -i %.2f  peak RSS %5.1f MB"
               % (name, median, records / median, base / median, max(rss[name])))
-    for name in ("audit-notify", "audit-notify, digests off"):
-        print("%s: %s" % (name, outputs[name]))
+    for name in commands:
+        if name != "ausearch -i":
+            print("%s: %s" % (name, outputs[name]))
+    trees.cleanup()
     return 0
 
 

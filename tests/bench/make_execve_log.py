@@ -2,7 +2,7 @@
 """Make a real audit log for the benchmarks: a private auditd with an
 execve rule, around a loop of short commands.
 
-    sudo tests/bench/make_execve_log.py [--commands 20000] [--format RAW|ENRICHED]
+    tests/bench/make_execve_log.py [--commands 20000] [--format RAW|ENRICHED]
                                         [--out /var/tmp/audit-notify-bench/execve.log]
 
 The log is what auditd's dispatcher hands a plugin (format = string, in

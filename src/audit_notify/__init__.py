@@ -1,0 +1,35 @@
+"""audit-notify: Linux audit events as end-to-end-encrypted Matrix notifications.
+
+An auditd plugin (see auditd-plugins(5)).  The data flows one way, one
+module per stage::
+
+    auditd (format = string) ─ stdin ─┐
+    ausearch --raw ... | or FILE ... ─┴─> reader    auparse feed: records -> events
+                                          events    an event's records and fields
+                                          rules     allow-list / blacklist
+                                          digest    floods -> one summary per window
+                                          format    headline + details (message: safe text)
+                                          spool     sqlite3 (WAL): accepted = on disk
+                                          sender    one warm matrix-commander (matrix), via a FIFO
+                                          daemon    the select() loop, signals, reload
+                                          cli       main(): the plugin, --dry-run, --status
+
+Around them: config (settings and default paths), counters, logs,
+privileges (the files we trust, the user we become).  The admin tools are
+apart, and the plugin's run path never imports them: doctor (--check),
+install (setup, uninstall), host (facts about the host they share) and
+bundle (the one file setup installs).
+
+Try it by hand, without any homeserver::
+
+    ausearch --start today --raw | python3 audit_notify.py --dry-run
+    python3 audit_notify.py --dry-run --json tests/data/debian12-sample.log
+
+The plugin runs as root inside auditd (until it drops to its own user), so
+it is kept to the standard library plus the system's auparse bindings,
+does nothing at import time, and treats every byte of audit data as
+hostile: it never reaches argv or a shell, and it is escaped for every
+renderer it reaches.
+"""
+
+__version__ = "0.2.0"

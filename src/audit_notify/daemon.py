@@ -1,0 +1,334 @@
+"""The daemon: one select() loop that reads, decides, spools and sends.
+
+Reading never waits on delivery.  Signal handlers only set flags and wake
+the loop through a self-pipe (signal.set_wakeup_fd), as auditd-plugins(5)
+asks.  The loop blocks in select() with no timeout unless something is
+due: an idle plugin uses no CPU.  Everything the loop touches outside
+itself is injected (clock, wall clock, wait, read, the sender factory),
+so tests drive it without sleeping.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import select
+import signal
+import time
+from dataclasses import replace
+from typing import Callable, List, Optional, Tuple
+
+from .config import RESTART_KEYS, Config, Error, changed_keys
+from .counters import Counters
+from .digest import Digester
+from .events import Event
+from .format import format_event
+from .logs import set_level
+from .message import Notification, notice
+from .reader import IDLE_TICK, READ_SIZE, EventReader
+from .rules import RuleSet
+from .sender import Sender
+from .spool import SendingRights, SpoolError
+
+log = logging.getLogger("audit-notify")
+
+# A SIGTERM waits this long for the event in flight (auditd itself does
+# not wait for its plugins).
+SHUTDOWN_GRACE = 5.0
+# At EOF (someone piping ausearch by hand) the spool gets this long to be
+# delivered; what is left is sent by the next start.
+EOF_DRAIN_SECONDS = 120.0
+# While input keeps coming, new notifications are committed at least this
+# often; when it pauses, at once.
+COMMIT_DELAY = 0.2
+# After a failed commit (disk full), the next try comes this much later.
+COMMIT_RETRY = 5.0
+# Counters go to the log this often, and the spool's bounds are checked.
+STATS_INTERVAL = 3600.0
+BOUNDS_INTERVAL = 60.0
+# A plugin that is not the sender tries to take over this often.
+TAKEOVER_INTERVAL = 1.0
+
+# How run() ended.
+EOF, STOPPED, READ_ERROR = "eof", "stopped", "read error"
+
+
+def wait_readable(fds: List[int], timeout: Optional[float]) -> List[int]:
+    if not fds:
+        time.sleep(timeout or 0)
+        return []
+    return select.select(fds, [], [], timeout)[0]
+
+
+class Plugin:
+    """Reads audit records, filters, digests, formats and hands them to the
+    sink (the spool, or the dry run's printer), and lets the Sender
+    deliver the spool.
+
+    New notifications are committed in one transaction per burst of
+    input, before the loop blocks again.  EOF or SIGTERM: flush what
+    auparse and the digests hold, let the sender finish, log the totals.
+    A plugin started while another still holds the spool's sending rights
+    spools only, and takes over sending once those are free.
+    """
+
+    def __init__(self, config: Config, rules: RuleSet, auparse, sink, counters: Counters,
+                 rights: Optional[SendingRights] = None, make_sender: Callable[[Config], Sender] = None,
+                 reload: Callable[[], Tuple[Config, RuleSet]] = None, clock=time.monotonic, wall=time.time,
+                 wait=wait_readable, read=os.read, hostname: str = ""):
+        self.config = config
+        self.rules = rules
+        self.sink = sink
+        self.counters = counters
+        self.digester = Digester(config.digest_after, config.digest_window)
+        self._rights = rights
+        self._make_sender = make_sender
+        self.sender: Optional[Sender] = None
+        self._reload_source = reload
+        self._clock = clock
+        self._wall = wall
+        self._wait = wait
+        self._read = read
+        self._host = hostname  # the node name when config.hostname is empty
+        self.reader = EventReader(auparse, self._on_event, counters, config.hostname or hostname,
+                                  config.eoe_timeout, lazy=config.digest_after > 0)
+        self.stopping = False
+        self.reload_requested = False
+        self._dirty_since: Optional[float] = None
+        self._commit_after = 0.0     # a failed commit waits until then
+        self._spool_failing = False
+        self._next_report = clock() + STATS_INTERVAL
+        self._next_bounds = clock()
+        self._next_takeover = clock()
+        self._take_over()
+
+    # -- events -------------------------------------------------------------
+
+    def _on_event(self, event: Event):
+        try:
+            if not self.rules.wanted(event):
+                self.counters.filtered += 1
+                return
+            alone, closed = self.digester.offer(event)
+            for summary in closed:
+                self._accept(summary, digest=True)
+            if alone:
+                self.counters.notified += 1
+                self._accept(format_event(event))
+            else:
+                self.counters.digested += 1
+        except Exception:  # noqa: BLE001 - one odd event must not stop the plugin
+            self.counters.problem("could not format an event", exc_info=True)
+
+    def _accept(self, notification: Notification, digest: bool = False):
+        self.sink.add(notification)
+        self.counters.digests += digest
+        if self._dirty_since is None:
+            self._dirty_since = self._clock()
+
+    def _close_digests(self, everything: bool):
+        """Summaries of windows that are over: by event time as events
+        arrive, by the wall clock when the stream is quiet, all at the end."""
+        closed = self.digester.close_all() if everything else self.digester.due(self._wall())
+        for summary in closed:
+            self._accept(summary, digest=True)
+
+    def commit(self):
+        """Make what was accepted durable; the sender also saves the
+        counters and digest state for --status and the next start.  A
+        spool that cannot be written (disk full) keeps what it could not
+        write in memory and is tried again COMMIT_RETRY later."""
+        state = None
+        if self.sender is not None:
+            state = {"counters": json.dumps(self.counters.snapshot()), "digests": self.digester.snapshot(),
+                     "pid": str(os.getpid()), "updated": str(self._wall())}
+        try:
+            self.sink.commit(state)
+        except SpoolError as exc:
+            self._commit_after = self._clock() + COMMIT_RETRY
+            if not self._spool_failing:
+                self._spool_failing = True
+                self.counters.errors += 1
+                log.error("%s; %d notifications kept in memory until it can be written",
+                          exc, self.sink.unwritten())
+            return
+        if self._spool_failing:
+            self._spool_failing = False
+            log.warning("the spool is writable again; everything accepted is on disk")
+        self._dirty_since = None
+
+    # -- signals ------------------------------------------------------------
+
+    def request_stop(self, *_):
+        self.stopping = True
+
+    def request_reload(self, *_):
+        self.reload_requested = True
+
+    def reload(self):
+        """SIGHUP: new config and rules, or the old ones and a log line why.
+        Every key applies at once except RESTART_KEYS, which are named."""
+        self.reload_requested = False
+        if self._reload_source is None:
+            return
+        try:
+            config, rules = self._reload_source()
+        except Error as exc:
+            log.error("reload failed, keeping the previous config and rules: %s", exc)
+            return
+        changed = changed_keys(self.config, config)
+        later = [key for key in changed if key in RESTART_KEYS]
+        config = replace(config, **{key: getattr(self.config, key) for key in later})
+        self.config, self.rules = config, rules
+        self.digester.after, self.digester.window = config.digest_after, config.digest_window
+        self.reader.lazy = config.digest_after > 0
+        self.reader.configure(config.hostname or self._host, config.eoe_timeout)
+        set_level(config.log_level)
+        self.sink.configure(config)
+        if self.sender is not None:
+            self.sender.configure(config)
+        log.info("reloaded %s: %d blacklist rules, %d allow-list rules; changed: %s",
+                 config.source, len(rules.deny), len(rules.allow),
+                 ", ".join(key for key in changed if key not in later) or "no settings")
+        for key in later:
+            log.warning("reload: %s changed, but it takes effect only when the plugin restarts "
+                        "(service auditd restart); still using %r", key, getattr(config, key))
+
+    # -- the loop -----------------------------------------------------------
+
+    def _take_over(self):
+        """Become the sender if the spool's sending rights are free."""
+        self._next_takeover = self._clock() + TAKEOVER_INTERVAL
+        if self.sender is None and self._rights is not None and self._rights.take():
+            self.sender = self._make_sender(self.config)
+            return True
+        return False
+
+    def _timeout(self) -> Optional[float]:
+        now = self._clock()
+        times = [self._next_report]
+        if self.reader.pending():
+            times.append(now + IDLE_TICK)
+        if self.digester.windows:
+            end = min(w.start for w in self.digester.windows.values()) + self.digester.window
+            times.append(now + max(0.0, end - self._wall()))
+        if self._dirty_since is not None:
+            times.append(self._commit_after)
+        if self.sender is not None:
+            deadline = self.sender.deadline()
+            if deadline is not None:
+                times.append(deadline)
+        elif self._rights is not None:
+            times.append(self._next_takeover)
+        return max(0.0, min(times) - now)
+
+    def run(self, fd: int, wakeup_fd: Optional[int] = None) -> str:
+        """Process one input until EOF, a stop request or a read error."""
+        while not self.stopping:
+            if self.reload_requested:
+                self.reload()
+            sender_fds = self.sender.fds() if self.sender else []
+            watch = [fd] + ([wakeup_fd] if wakeup_fd is not None else []) + sender_fds
+            ready = self._wait_for_input(fd, watch)
+            if wakeup_fd is not None and wakeup_fd in ready:
+                _drain(wakeup_fd)
+            if fd in ready:
+                try:
+                    data = self._read(fd, READ_SIZE)
+                except OSError as exc:
+                    if exc.errno in (errno.EAGAIN, errno.EINTR):
+                        continue
+                    # Not EOF: nobody is piping a file by hand; do not drain.
+                    log.error("reading audit records failed: %s; stopping", exc)
+                    self.counters.errors += 1
+                    return READ_ERROR
+                if not data:
+                    return EOF
+                self.reader.feed(data)
+            self._tick(fd in ready)
+            if self.sender is not None:
+                self.sender.step(ready)
+        return STOPPED
+
+    def _wait_for_input(self, fd: int, watch: List[int]) -> List[int]:
+        if self._dirty_since is None:
+            return self._wait(watch, self._timeout())
+        # More input right now?  Then group it into this transaction.
+        ready = self._wait(watch, 0)
+        now = self._clock()
+        if (fd not in ready or now - self._dirty_since >= COMMIT_DELAY) and now >= self._commit_after:
+            self.commit()
+        return ready or self._wait(watch, self._timeout())
+
+    def _tick(self, got_input: bool):
+        now = self._clock()
+        # Age events only when input pauses: auparse ages by the wall clock,
+        # so aging while an old log streams in would cut events in two.
+        if not got_input and self.reader.pending():
+            self.reader.age()
+        if not got_input and self.digester.windows:
+            self._close_digests(everything=False)
+        if now >= self._next_bounds:
+            self._next_bounds = now + BOUNDS_INTERVAL
+            self._enforce_bounds()
+        if self.sender is None and now >= self._next_takeover and self._take_over():
+            log.info("took over sending: the audit-notify that held the spool has exited")
+        if now >= self._next_report:
+            self._next_report = now + STATS_INTERVAL
+            log.info("%s", self.report())
+
+    def _enforce_bounds(self):
+        try:
+            dropped = self.sink.enforce_bounds()
+        except SpoolError as exc:
+            log.error("%s", exc)
+            return
+        if dropped:
+            self.counters.dropped += dropped
+            log.error("spool limit reached (%d MB, %d h): dropped the %d oldest, least important notifications",
+                      self.config.spool_max_mb, self.config.spool_max_age_hours, dropped)
+            self._accept(notice("audit-notify dropped %d older notifications: its spool reached its limit"
+                                % dropped, self._wall(), dropped=str(dropped)))
+
+    def report(self) -> str:
+        spooled = self.sink.depth()
+        if spooled is None:  # a dry run
+            return self.counters.line()
+        depth, oldest = spooled
+        return self.counters.line() + " spooled=%d oldest=%.0fs" % (depth, self._wall() - oldest if oldest else 0)
+
+    def finish(self, ending: str):
+        """Emit what auparse and the digests hold, commit, let the sender
+        work for its time, log the totals."""
+        self.reader.flush()
+        self._close_digests(everything=True)
+        self.commit()
+        if self.sender is not None:
+            at_eof = ending == EOF
+            self.sender.stop(EOF_DRAIN_SECONDS if at_eof else SHUTDOWN_GRACE, self._wait, drain=at_eof)
+        self.commit()
+        c = self.counters
+        log.info("exiting: %s; events %d = filtered %d + sent alone %d + digested %d",
+                 self.report(), c.events, c.filtered, c.notified, c.digested)
+
+
+def _drain(fd: int):
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def install_signals(plugin: Plugin) -> Tuple[int, int]:
+    """SIGTERM/SIGINT stop, SIGHUP reloads; each wakes the loop."""
+    read_end, write_end = os.pipe()
+    for end in (read_end, write_end):
+        os.set_blocking(end, False)
+    signal.set_wakeup_fd(write_end)
+    signal.signal(signal.SIGTERM, plugin.request_stop)
+    signal.signal(signal.SIGINT, plugin.request_stop)
+    signal.signal(signal.SIGHUP, plugin.request_reload)
+    return read_end, write_end

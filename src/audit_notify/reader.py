@@ -1,0 +1,349 @@
+"""Reading: a byte stream of audit records becomes Events, via auparse.
+
+Input is auditd's plugin stream (``format = string``, RAW or ENRICHED,
+with or without ``node=``), ``ausearch --raw`` output, or log files; any
+chunking of it gives the same events.  auparse does the grouping by
+serial; this module joins the pieces auparse hands over separately, knows
+when an event is over, and counts what auparse skips without a word.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import sys
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+from .config import Error
+from .counters import Counters
+from .events import Event, Malformed, event_from_parser, read_event_text, summary_from_parser
+
+# Where Debian, Fedora and RHEL put python3-audit when the plugin runs under
+# another interpreter (the original README's PYTHONPATH troubleshooting).
+SYSTEM_SITE_GLOBS = (
+    "/usr/lib/python3/dist-packages",
+    "/usr/lib64/python3*/site-packages",
+    "/usr/lib/python3*/site-packages",
+    "/usr/lib/python3*/dist-packages",
+)
+AUPARSE_PACKAGE_HINT = (
+    "install the system package python3-audit (Debian/Ubuntu: apt-get install "
+    "python3-audit; Fedora/RHEL: dnf install python3-audit)"
+)
+# Bytes read from stdin at a time: one pipe buffer.
+READ_SIZE = 65536
+# Events held back at most, waiting for more of their records.
+HOLD_MAX = 1000
+# An unfinished input line longer than this is not carried to the next read
+# (a record line is at most ~9 KB plus its enrichment).
+MAX_LINE_BYTES = 65536
+# Record types one event may have several of; any other type seen again
+# under the same event id means another event with that id.
+_REPEATING_TYPES = frozenset(("PATH", "EXECVE", "AVC", "AVC_PATH", "OBJ_PID", "SOCKADDR", "UNKNOWN"))
+# How long input must pause before the events held back are emitted (the
+# newest event, in case more of its records come; events whose EOE never
+# came).  Only used while something is held: it is most of the latency of
+# a lone event, and the records of one event arrive within milliseconds.
+IDLE_TICK = 0.1
+_EOE_LINE = re.compile(rb"(?:node=(\S*) )?type=EOE msg=audit\((\d+)\.(\d+):(\d+)\)")
+_RECORD_LINE = re.compile(rb"(?:node=(\S*) )?type=\S+ msg=audit\((\d+)\.(\d+):(\d+)\)")
+_BLANK_LINE = re.compile(rb"\n(?=\n)")
+
+
+def import_auparse(search: Sequence[str] = SYSTEM_SITE_GLOBS):
+    """Import the system's auparse bindings, looking in the system's
+    site-packages when the running interpreter is not the system one."""
+    try:
+        import auparse  # type: ignore
+
+        return auparse
+    except ImportError:
+        pass
+    for pattern in search:
+        for directory in sorted(glob.glob(pattern), reverse=True):
+            if not glob.glob(os.path.join(directory, "auparse*")):
+                continue
+            sys.path.append(directory)
+            try:
+                import auparse  # type: ignore
+
+                return auparse
+            except ImportError:
+                sys.path.remove(directory)
+    raise Error(
+        "cannot import auparse (Python %d.%d): %s" % (sys.version_info[0], sys.version_info[1], AUPARSE_PACKAGE_HINT)
+    )
+
+class LineIndex:
+    """The input lines as fed, by their text up to the enrichment, for
+    reading an event again later.
+
+    auparse hands a record's text back without its ENRICHED part (after
+    0x1d: the names auditd resolved on the host that logged it), and
+    reading it again without that would resolve ids with this host's
+    passwd.  So, once the stream shows enrichment, each line is kept here
+    until its record is claimed; a record that is not found (the index
+    was trimmed, or auparse cut the line at a NUL) makes its event be read
+    whole at once, never with names guessed.  A stream without enrichment
+    costs nothing here.
+    """
+
+    MAX_LINES = 50000  # lines no event claimed (not records, cut lines)
+
+    def __init__(self, enriched: bool = False):
+        self.enriched = enriched
+        self._lines: Dict[str, str] = {}
+
+    def add(self, data: bytes):
+        """Keep whole lines (``data`` ends with a newline)."""
+        if not self.enriched and b"\x1d" not in data:
+            return
+        self.enriched = True
+        try:
+            lines = data.decode("utf-8").split("\n")
+        except UnicodeDecodeError:  # such a line is not kept: its event is read whole at once
+            lines = []
+            for line in data.split(b"\n"):
+                with contextlib.suppress(UnicodeDecodeError):
+                    lines.append(line.decode("utf-8"))
+        if b"\0" in data:  # auparse cut the line there: reading it again would differ
+            lines = [line for line in lines if "\0" not in line]
+        self._lines.update(zip([line.partition("\x1d")[0] for line in lines], lines))
+        if len(self._lines) > self.MAX_LINES:
+            for old in list(self._lines)[:len(self._lines) // 2]:
+                del self._lines[old]
+
+    def take(self, text: str) -> Optional[str]:
+        """The line a record came from, with its enrichment."""
+        if not self.enriched:
+            return text
+        return self._lines.pop(text, None)
+
+
+class EventReader:
+    """Turns a byte stream of audit records into Events, via auparse's feed.
+
+    auparse groups records by serial and node, ends an event on its EOE,
+    and on ``age()`` (called on idle ticks) or ``flush()`` (at the end)
+    also emits events whose EOE never came.  Any chunking of the input gives
+    the same events.
+
+    auparse sometimes hands one serial over in pieces: it ends a LOGIN
+    record's event at once although the kernel follows it with a SYSCALL
+    record; records that arrive out of order (a PROCTITLE before its
+    SYSCALL) start a second piece; and within one read it hands events over
+    in time order, so an earlier-stamped event cuts a later one in two.  So
+    pieces are held and joined by (node, serial, time) until the event is
+    over: its EOE has come, the input pauses (idle tick), the events
+    arriving are ``eoe_timeout`` seconds newer (unless it is the one still
+    being read), or too many are held.
+
+    auparse does not hand the EOE record over (except in a piece it hands
+    over late, as the SYSCALL after a LOGIN, once it reads the next
+    record).  So EOE lines are picked out of the input as it is fed, and an
+    event with its SYSCALL goes out once auparse has read a line past its
+    EOE; a one-record user-space event at the next pause.  Input lines that
+    are not audit records, which auparse skips without a word, and NUL
+    bytes, at which it cuts a record, are counted.
+    """
+
+    def __init__(self, auparse, sink: Callable[[Event], None], counters: Counters,
+                 default_node: str = "", eoe_timeout: int = 2, lazy: bool = True):
+        self._auparse = auparse
+        self._sink = sink
+        self._counters = counters
+        self._node = default_node
+        self._held: Dict[Tuple[str, str, float], Event] = {}
+        self._newest = 0.0
+        self._timeout = eoe_timeout
+        self._line_open = False
+        self._line_head = b""  # the first bytes of a line that is not finished
+        self._tail = b""       # the unfinished last line, for _whole_lines
+        self._eoes: set = set()  # ids whose EOE auparse has read a line past
+        self._last_eoes: set = set()  # ids whose EOE is the last line read
+        self._reading = None   # the id of the last record line read: maybe more to come
+        self._lines: Optional[LineIndex] = LineIndex() if lazy else None
+        self._fed = False
+        self._parser = auparse.AuParser(auparse.AUSOURCE_FEED)
+        self._parser.set_escape_mode(auparse.AUPARSE_ESC_RAW)
+        self._parser.set_eoe_timeout(eoe_timeout)
+        # add_callback() takes a plain function, not a bound method.
+        self._parser.add_callback(lambda au, cbtype, user: self._ready(au, cbtype, user), None)
+
+    def _ready(self, au, cbtype, _user):
+        # An exception escaping into auparse's C code would surface later as
+        # a SystemError from feed(); catch everything and count it instead.
+        try:
+            if cbtype != self._auparse.AUPARSE_CB_EVENT_READY:
+                return
+            if self._lines is None:
+                event = event_from_parser(au, self._auparse, self._node)
+            else:
+                event = summary_from_parser(au, self._auparse, self._node, self._lines.take, self._read_again)
+            self._counters.records += len(event.types())
+            if event.skipped:
+                self._counters.problem("records whose type cannot be read skipped", event.skipped)
+            self._hold(event)
+        except Malformed as exc:
+            self._counters.problem("malformed input skipped: %s" % exc)
+        except Exception:  # noqa: BLE001 - a bad event must not stop the stream
+            self._counters.problem("could not read an audit event", exc_info=True)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether events start as summaries.  Worth it when most events
+        are only digested; with digests off every event is formatted, and
+        reading it twice would only cost."""
+        return self._lines is not None
+
+    @lazy.setter
+    def lazy(self, on: bool):
+        if on and self._lines is None:
+            # Lines fed before now are not in the new index: if the stream
+            # may be enriched, their events are read whole.
+            self._lines = LineIndex(enriched=self._fed)
+        elif not on:
+            self._lines = None
+
+    def configure(self, node: str, eoe_timeout: int):
+        """SIGHUP: the node name for records without one, and how long an
+        event waits for its EOE."""
+        self._node = node
+        self._timeout = eoe_timeout
+        self._parser.set_eoe_timeout(eoe_timeout)
+
+    def _read_again(self, text: str) -> Optional[Event]:
+        try:
+            return read_event_text(self._auparse, text, self._node)
+        except Exception:  # noqa: BLE001 - keep what the summary has
+            self._counters.problem("could not read an event's records again", exc_info=True)
+            return None
+
+    def _hold(self, event: Event):
+        key = (event.get("node"), event.get("serial"), event.timestamp)
+        first = self._held.get(key)
+        if first is not None and (set(first.types()) & set(event.types())) - _REPEATING_TYPES:
+            self._emit(self._held.pop(key))  # the same id again (a replayed log): another event
+            first = None
+        if first is not None:
+            first.absorb(event)
+            event = first
+        else:
+            self._held[key] = event
+        self._newest = max(self._newest, event.timestamp)
+
+    def _release(self):
+        """After each feed(): emit the events whose EOE came (all pieces of
+        one read are joined first, whatever order auparse handed them over
+        in), then those that are too old or too many to keep waiting."""
+        eoes, self._eoes = self._eoes, set()
+        for key in [k for k, e in self._held.items() if e.ended or (k in eoes and "SYSCALL" in e.types())]:
+            self._emit(self._held.pop(key))
+        for old in list(self._held):  # oldest first: stop at the first still young,
+            young = self._held[old].timestamp >= self._newest - self._timeout and len(self._held) <= HOLD_MAX
+            if young or old == self._reading:  # or still being read: its next line may come next
+                break
+            self._emit(self._held.pop(old))
+
+    def _emit(self, event: Event):
+        if not event.types():
+            return  # an EOE whose records were all unreadable
+        self._counters.events += 1
+        self._sink(event)
+
+    def _emit_held(self):
+        self._eoes, self._last_eoes = set(), set()
+        held, self._held = self._held, {}
+        for event in held.values():
+            self._emit(event)
+
+    def feed(self, data: bytes):
+        if data:
+            self._count_strays(data)
+            lines = self._whole_lines(data)
+            if lines:
+                self._note_eoes(lines)
+                if self._lines is not None:
+                    self._lines.add(lines)
+            self._fed = True
+            self._parser.feed(data)
+            self._line_open = not data.endswith(b"\n")
+            self._release()
+
+    def _whole_lines(self, data: bytes) -> bytes:
+        """The lines this read finishes, the unfinished one before it
+        included; the rest waits for the next read."""
+        text = self._tail + data
+        end = text.rfind(b"\n") + 1
+        self._tail = text[end:] if len(text) - end <= MAX_LINE_BYTES else b""
+        return text[:end]
+
+    def _note_eoes(self, text: bytes):
+        """The (node, serial, time) of every EOE line in ``text`` (whole
+        lines), and the id of its last record line."""
+        end = len(text)
+        self._eoes |= self._last_eoes
+        self._last_eoes = set()
+        last_line = text.rfind(b"\n", 0, end - 1) + 1
+        at = text.find(b"type=EOE ", 0, end)  # bytes.find, not a regex over every byte
+        while at >= 0:
+            start = text.rfind(b"\n", 0, at) + 1
+            found = _EOE_LINE.match(text, start, end)
+            if found:
+                (self._last_eoes if start >= last_line else self._eoes).add(self._key(*found.groups()))
+            at = text.find(b"type=EOE ", at + 9, end)
+        last = _RECORD_LINE.match(text, last_line, end)
+        if last:
+            self._reading = self._key(*last.groups())
+
+    def _key(self, node: Optional[bytes], sec: bytes, milli: bytes, serial: bytes) -> tuple:
+        """(node, serial, time) of a record line, as _hold keys its event."""
+        return (node.decode("utf-8", "backslashreplace") if node else self._node, serial.decode(),
+                int(sec) + int(milli) / 1000.0)
+
+    def _count_strays(self, data: bytes):
+        """Count the lines auparse will skip without a word (neither type=
+        nor node= at their start, not blank) and NUL bytes, with bytes.count
+        alone: this runs on every byte of input."""
+        nuls = data.count(b"\0")
+        if nuls:
+            self._counters.problem("NUL bytes in the input (auparse cuts a record there)", nuls)
+        end = data.rfind(b"\n")
+        if end < 0:
+            if len(self._line_head) < 5:
+                self._line_head += data[:5]
+            self._line_open = True
+            return
+        done = b"\n" + data[:end + 1]
+        lines = done.count(b"\n") - 1
+        blank = len(_BLANK_LINE.findall(done))  # a lookahead: runs of blank lines overlap
+        good = done.count(b"\ntype=") + done.count(b"\nnode=") + blank
+        if self._line_open:  # the first line began in an earlier chunk
+            first = self._line_head + data[:5]
+            good += first.startswith((b"type=", b"node=")) - data.startswith((b"type=", b"node=", b"\n"))
+        strays = lines - good
+        if strays > 0:
+            self._counters.problem("input lines that are not audit records skipped", strays)
+        self._line_head = data[end + 1:end + 6]
+
+    def end_of_input(self):
+        """Close a last line without its newline: auparse would drop it, or
+        glue it to the next file's first record."""
+        if self._line_open:
+            self.feed(b"\n")
+
+    def pending(self) -> bool:
+        return bool(self._held) or bool(self._parser.feed_has_data())
+
+    def age(self):
+        """Idle tick: emit what auparse held back, and held LOGIN events."""
+        self._parser.feed_age_events()
+        self._emit_held()
+
+    def flush(self):
+        self.end_of_input()
+        self._parser.flush_feed()
+        self._emit_held()
+
