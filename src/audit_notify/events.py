@@ -14,6 +14,8 @@ import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .facts import Facts, facts_from
+
 
 # The original script's field names and meanings, kept so that existing
 # blacklists keep working.  They come from auparse's normalizer.
@@ -51,18 +53,21 @@ class Event:
     corpus event).
     """
 
-    __slots__ = ("_fields", "_records", "_types", "_load", "timestamp", "ended", "skipped")
+    __slots__ = ("_fields", "_records", "_types", "_load", "timestamp", "ended", "skipped", "facts", "standalone")
 
     def __init__(self, fields: Dict[str, str], records: Optional[List[Tuple[str, Dict[str, str]]]] = None,
                  timestamp: float = 0.0, ended: bool = False, skipped: int = 0,
-                 types: Optional[List[str]] = None, load: Optional[Callable[[], Optional["Event"]]] = None):
+                 types: Optional[List[str]] = None, load: Optional[Callable[[], Optional["Event"]]] = None,
+                 facts: Optional[Facts] = None):
         self._fields = fields
+        self.facts = facts if facts is not None else Facts({})  # what severity and grouping read
         self._records = records if records is not None else []
         self._types = types
         self._load = load
         self.timestamp = timestamp
         self.ended = ended      # its EOE record came: nothing more will
         self.skipped = skipped  # records whose type could not be read
+        self.standalone = False  # one record from user space: nothing more will come
 
     def _read_all(self):
         if self._load is not None:
@@ -130,15 +135,17 @@ class Event:
         self._fields["records"] = " ".join(self.types())
         self.ended = self.ended or piece.ended
         self.skipped += piece.skipped
+        self.facts.merge(piece.facts)
 
 
 def _text(call, *args) -> str:
-    """Call an auparse accessor; bytes that are not UTF-8 come back escaped
-    instead of raising (an attacker chooses an SSH username's bytes)."""
+    """Call an auparse accessor; bytes that are not UTF-8 come back as
+    surrogate escapes instead of raising (an attacker chooses an SSH
+    username's bytes; message.clean shows them as \\xNN, never like text)."""
     try:
         value = call(*args)
     except UnicodeDecodeError as exc:
-        return exc.object.decode("utf-8", "backslashreplace")
+        return exc.object.decode("utf-8", "surrogateescape")
     return "" if value is None else str(value)
 
 
@@ -150,7 +157,7 @@ def _interpret(au) -> str:
     except RuntimeError:
         return _text(au.get_field_str)
     except UnicodeDecodeError as exc:
-        return exc.object.decode("utf-8", "backslashreplace")
+        return exc.object.decode("utf-8", "surrogateescape")
     return "" if value is None else value
 
 
@@ -160,7 +167,7 @@ def _type_name(au) -> Optional[str]:
         name = au.get_type_name()
         return "" if name is None else name
     except UnicodeDecodeError as exc:
-        return exc.object.decode("utf-8", "backslashreplace")
+        return exc.object.decode("utf-8", "surrogateescape")
     except LookupError:  # a type number this libauparse has no name for
         try:
             return "UNKNOWN[%d]" % au.get_type()
@@ -189,10 +196,11 @@ def _read_fields(au) -> Dict[str, str]:
     return fields
 
 
-def _read_records(au) -> Tuple[List[Tuple[str, Dict[str, str]]], bool, int]:
+def _read_records(au) -> Tuple[List[Tuple[str, Dict[str, str]]], bool, int, List[Tuple[str, str]]]:
     """The event's records (without EOE), whether its EOE was among them,
-    and how many records were skipped because their type is unreadable."""
-    records, ended, skipped = [], False, 0
+    how many records were skipped because their type is unreadable, and
+    each record's type and raw text (for its Facts)."""
+    records, ended, skipped, texts = [], False, 0, []
     au.first_record()
     while True:
         rtype = _type_name(au)
@@ -201,10 +209,11 @@ def _read_records(au) -> Tuple[List[Tuple[str, Dict[str, str]]], bool, int]:
         elif rtype == "EOE":
             ended = True
         else:
+            texts.append((rtype, _text(au.get_record_text)))
             records.append((rtype, _read_fields(au)))
         if not au.next_record():
             break
-    return records, ended, skipped
+    return records, ended, skipped, texts
 
 
 def _normalized(au, auparse) -> Dict[str, str]:
@@ -302,7 +311,7 @@ def event_from_parser(au, auparse, default_node: str, normalized: Optional[Dict[
         raise Malformed("a record without type= and msg=audit(...)")
     if normalized is None:
         normalized = _normalized(au, auparse)
-    records, ended, skipped = _read_records(au)
+    records, ended, skipped, texts = _read_records(au)
     if not records and not ended:
         raise Malformed("a record whose type cannot be read")
     fields = {"type": records[0][0] if records else "EOE", "time": _stamp_text(stamp)}
@@ -324,8 +333,9 @@ def event_from_parser(au, auparse, default_node: str, normalized: Optional[Dict[
     if argv:
         fields["argv"] = argv
     fields["records"] = " ".join(name for name, _ in records)
+    syscall = next((f.get("syscall") for name, f in records if name == "SYSCALL"), None)
     return Event(fields=fields, records=records, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended,
-                 skipped=skipped)
+                 skipped=skipped, facts=facts_from(texts, syscall))
 
 
 def _first_value(au, name: str) -> Optional[str]:
@@ -355,7 +365,7 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
     if stamp is None:
         raise Malformed("a record without type= and msg=audit(...)")
     normalized = _normalized(au, auparse)
-    types, texts, ended = [], [], False
+    types, texts, ended, typed = [], [], False, []
     au.first_record()
     while True:
         rtype = _type_name(au)
@@ -370,6 +380,7 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
             ended = True
         else:
             types.append(rtype)
+            typed.append((rtype, text))
         if not au.next_record():
             break
     if not types and not ended:
@@ -393,9 +404,10 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
     fields["node"] = _text(lambda: stamp.host) or default_node
     fields["serial"] = str(stamp.serial)
     fields["records"] = " ".join(types)
+    syscall = _first_value(au, "syscall") if "SYSCALL" in types else None
     text = "\n".join(texts) + "\n"
     return Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
-                 load=lambda: read_again(text))
+                 load=lambda: read_again(text), facts=facts_from(typed, syscall))
 
 
 def read_event_text(auparse, text: str, default_node: str) -> Event:

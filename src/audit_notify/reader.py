@@ -110,6 +110,10 @@ class LineIndex:
                     lines.append(line.decode("utf-8"))
         if b"\0" in data:  # auparse cut the line there: reading it again would differ
             lines = [line for line in lines if "\0" not in line]
+        # A line too long to carry between reads (_whole_lines) is never
+        # kept, however the input was cut: its event is read whole at once.
+        lines = [line for line in lines if len(line) <= MAX_LINE_BYTES // 4 or
+                 len(line.encode("utf-8", "surrogateescape")) <= MAX_LINE_BYTES]
         self._lines.update(zip([line.partition("\x1d")[0] for line in lines], lines))
         if len(self._lines) > self.MAX_LINES:
             for old in list(self._lines)[:len(self._lines) // 2]:
@@ -144,7 +148,9 @@ class EventReader:
     over late, as the SYSCALL after a LOGIN, once it reads the next
     record).  So EOE lines are picked out of the input as it is fed, and an
     event with its SYSCALL goes out once auparse has read a line past its
-    EOE; a one-record user-space event at the next pause.  Input lines that
+    EOE; a one-record user-space event as soon as auparse hands it over
+    (nothing can be added to it), so that it reaches the incidents in order
+    with the kernel's events around it.  Input lines that
     are not audit records, which auparse skips without a word, and NUL
     bytes, at which it cuts a record, are counted.
     """
@@ -164,6 +170,7 @@ class EventReader:
         self._eoes: set = set()  # ids whose EOE auparse has read a line past
         self._last_eoes: set = set()  # ids whose EOE is the last line read
         self._reading = None   # the id of the last record line read: maybe more to come
+        self._with_eoe: Dict[tuple, None] = {}  # recent ids that have an EOE line: more than one record
         self._lines: Optional[LineIndex] = LineIndex() if lazy else None
         self._fed = False
         self._parser = auparse.AuParser(auparse.AUSOURCE_FEED)
@@ -183,6 +190,7 @@ class EventReader:
             else:
                 event = summary_from_parser(au, self._auparse, self._node, self._lines.take, self._read_again)
             self._counters.records += len(event.types())
+            event.standalone = len(event.types()) == 1 and _user_space(au)
             if event.skipped:
                 self._counters.problem("records whose type cannot be read skipped", event.skipped)
             self._hold(event)
@@ -239,7 +247,10 @@ class EventReader:
         one read are joined first, whatever order auparse handed them over
         in), then those that are too old or too many to keep waiting."""
         eoes, self._eoes = self._eoes, set()
-        for key in [k for k, e in self._held.items() if e.ended or (k in eoes and "SYSCALL" in e.types())]:
+        ready = [k for k, e in self._held.items()
+                 if e.ended or (k in eoes and "SYSCALL" in e.types())
+                 or (e.standalone and k != self._reading and k not in self._with_eoe)]
+        for key in sorted(ready, key=lambda k: (k[2], int(k[1]) if k[1].isdigit() else 0)):  # in time order
             self._emit(self._held.pop(key))
         for old in list(self._held):  # oldest first: stop at the first still young,
             young = self._held[old].timestamp >= self._newest - self._timeout and len(self._held) <= HOLD_MAX
@@ -277,7 +288,11 @@ class EventReader:
         included; the rest waits for the next read."""
         text = self._tail + data
         end = text.rfind(b"\n") + 1
-        self._tail = text[end:] if len(text) - end <= MAX_LINE_BYTES else b""
+        self._tail = text[end:]
+        if len(self._tail) > MAX_LINE_BYTES:
+            if self._lines is not None and b"\x1d" in self._tail:
+                self._lines.enriched = True  # what is cut away still says the stream is enriched
+            self._tail = b""
         return text[:end]
 
     def _note_eoes(self, text: bytes):
@@ -292,7 +307,11 @@ class EventReader:
             start = text.rfind(b"\n", 0, at) + 1
             found = _EOE_LINE.match(text, start, end)
             if found:
-                (self._last_eoes if start >= last_line else self._eoes).add(self._key(*found.groups()))
+                key = self._key(*found.groups())
+                (self._last_eoes if start >= last_line else self._eoes).add(key)
+                self._with_eoe[key] = None
+                if len(self._with_eoe) > HOLD_MAX:
+                    del self._with_eoe[next(iter(self._with_eoe))]
             at = text.find(b"type=EOE ", at + 9, end)
         last = _RECORD_LINE.match(text, last_line, end)
         if last:
@@ -300,7 +319,7 @@ class EventReader:
 
     def _key(self, node: Optional[bytes], sec: bytes, milli: bytes, serial: bytes) -> tuple:
         """(node, serial, time) of a record line, as _hold keys its event."""
-        return (node.decode("utf-8", "backslashreplace") if node else self._node, serial.decode(),
+        return (node.decode("utf-8", "surrogateescape") if node else self._node, serial.decode(),
                 int(sec) + int(milli) / 1000.0)
 
     def _count_strays(self, data: bytes):
@@ -347,3 +366,18 @@ class EventReader:
         self._parser.flush_feed()
         self._emit_held()
 
+
+def _user_space(au) -> bool:
+    """Whether the parser's current event is a record from user space
+    (PAM, sudo, auditd itself: types 1100-1299 and 2100-2999).  Such a
+    record is whole as it comes, unless the syscall that sent it was
+    audited too (then a SYSCALL record and an EOE follow under its id): so
+    it goes out once the next line read is another event's and no EOE of
+    its id was seen, instead of waiting for the input to pause, and arrives
+    in order with the kernel's events around it."""
+    au.first_record()
+    try:
+        number = au.get_type()
+    except (LookupError, RuntimeError):
+        return False
+    return 1100 <= number < 1300 or 2100 <= number < 3000
