@@ -2,19 +2,26 @@
 
 The original's ``field value`` lines keep their meaning; the extended form
 has ``field=value``, ``field~glob``, ``field=~regex`` conditions (``!``
-negates), ANDed on one line.  Files are parsed strictly: an error names
-``file:line`` and what was expected.
+negates), ANDed on one line.  Two conditions are about time, not fields:
+``at=01:00-05:30`` (local time of day) and ``on=mon-fri`` or ``on=sat,sun``
+(weekdays).  A line that starts with ``critical:``, ``warning:`` or
+``info:`` sets the severity of what it matches instead of dropping it.
+Time never mutes a critical event: a blacklist line with a time condition
+does not drop one, a severity line with one does not lower one.  Files are
+parsed strictly: an error names ``file:line`` and what was expected.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import time
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 from .config import Config, Error, read_text
 from .events import Event, _SUMMARY
+from .severity import CRITICAL, LEVELS, RANK
 
 _FIELD_NAME = r"[A-Za-z_][\w-]*(?:\[\d+\])?"
 _CONDITION = re.compile(
@@ -42,15 +49,57 @@ class Condition:
         return hit != (self.op[0] == "!")
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class TimeCondition:
+    """``at=HH:MM-HH:MM`` (a span that may wrap midnight) or ``on=DAYS``
+    (``mon-fri``, ``sat,sun``), tested on the event's local time."""
+
+    name: str
+    value: str
+    spans: Tuple[Tuple[int, int], ...]  # minutes of the day, or weekday numbers (mon = 0)
+
+    def matches(self, event: Event) -> bool:
+        moment = time.localtime(event.timestamp)
+        point = moment.tm_hour * 60 + moment.tm_min if self.name == "at" else moment.tm_wday
+        return any(start <= point < end if start <= end else point >= start or point < end
+                   for start, end in self.spans)
+
+
+def _time_condition(name: str, value: str, where: str) -> TimeCondition:
+    spans = []
+    try:
+        for part in value.lower().split(","):
+            first, _, last = part.partition("-")
+            if name == "at":
+                start, end = (int(t[:2]) * 60 + int(t[3:]) for t in (first, last))
+                if not (len(first) == len(last) == 5 and first[2] == last[2] == ":" and start < 1440 >= end):
+                    raise ValueError
+                spans.append((start, end))
+            else:
+                start = _DAYS.index(first)
+                end = _DAYS.index(last) + 1 if last else start + 1
+                spans.append((start, end) if end > start else (start, end % 7))
+    except ValueError:
+        expected = "at=HH:MM-HH:MM" if name == "at" else "on=mon-fri or on=sat,sun"
+        raise Error("%s: expected %s, got %s=%s" % (where, expected, name, value)) from None
+    return TimeCondition(name, value, tuple(spans))
+
+
 @dataclass(frozen=True)
 class Rule:
-    """All conditions must match (AND); a rule file's lines are OR-ed."""
+    """All conditions must match (AND); a rule file's lines are OR-ed.
+    With a ``severity`` the line sets it instead of dropping the event."""
 
     conditions: Tuple[Condition, ...]
     where: str
+    when: Tuple[TimeCondition, ...] = ()
+    severity: str = ""
 
     def matches(self, event: Event) -> bool:
-        return all(c.matches(event) for c in self.conditions)
+        return all(c.matches(event) for c in self.conditions) and all(c.matches(event) for c in self.when)
 
 
 def _unquote(value: str) -> str:
@@ -69,11 +118,19 @@ def parse_rule(line: str, where: str) -> Rule:
     double quotes.
     """
     first = line.split(None, 1)
-    if re.fullmatch(_FIELD_NAME, first[0]):
+    severity = ""
+    if first[0].endswith(":") and first[0][:-1] in LEVELS:
+        if len(first) < 2:
+            raise Error("%s: expected conditions after %r" % (where, first[0]))
+        severity, line = first[0][:-1], first[1]
+        first = line.split(None, 1)
+    elif first[0].endswith(":"):
+        raise Error("%s: %r is not a severity (critical:, warning: or info:)" % (where, first[0]))
+    if re.fullmatch(_FIELD_NAME, first[0]) and not severity:
         if len(first) < 2:
             raise Error("%s: expected 'field value' or 'field=value ...', got %r" % (where, line))
         return Rule((Condition(first[0], "=", first[1].strip()),), where)
-    conditions = []
+    conditions, when = [], []
     position = 0
     while position < len(line):
         if line[position].isspace():
@@ -84,6 +141,12 @@ def parse_rule(line: str, where: str) -> Rule:
             raise Error("%s: expected field=value, field~glob or field=~regex (optionally with !) at %r"
                         % (where, line[position:]))
         (name, op), value = found.group("name", "op"), _unquote(found.group("value"))
+        position = found.end()
+        if name in ("at", "on"):
+            if op != "=":
+                raise Error("%s: %s takes =, not %s" % (where, name, op))
+            when.append(_time_condition(name, value, where))
+            continue
         pattern = None
         if op.endswith("=~"):
             try:
@@ -93,8 +156,7 @@ def parse_rule(line: str, where: str) -> Rule:
         elif op.endswith("~"):
             pattern = re.compile(fnmatch.translate(value))
         conditions.append(Condition(name, op, value, pattern))
-        position = found.end()
-    return Rule(tuple(conditions), where)
+    return Rule(tuple(conditions), where, tuple(when), severity)
 
 
 def parse_rules(text: str, path: str) -> List[Rule]:
@@ -116,10 +178,12 @@ def load_rules(path: str) -> List[Rule]:
 @dataclass(frozen=True)
 class RuleSet:
     """Notify what the allow-list matches (everything if it is empty),
-    minus what the blacklist matches."""
+    minus what the blacklist matches; severity lines (from either file, in
+    order) set the severity of what they match."""
 
     deny: Tuple[Rule, ...] = ()
     allow: Tuple[Rule, ...] = ()
+    levels: Tuple[Rule, ...] = ()
     # Rules indexed by one exact condition each (see _index), so that an
     # event is tested only against the rules that can match it.
     _index: tuple = field(default=(), compare=False, repr=False)
@@ -127,11 +191,31 @@ class RuleSet:
     def __post_init__(self):
         object.__setattr__(self, "_index", (_index(self.deny), _index(self.allow)))
 
-    def wanted(self, event: Event) -> bool:
+    @classmethod
+    def from_lines(cls, deny: List[Rule], allow: List[Rule]) -> "RuleSet":
+        """Split the severity lines out of the two files' rules."""
+        levels = tuple(r for r in deny + allow if r.severity)
+        return cls(tuple(r for r in deny if not r.severity), tuple(r for r in allow if not r.severity), levels)
+
+    def summary(self) -> str:
+        """How many rules of each sort were read, for the log."""
+        return "%d blacklist, %d allow-list and %d severity rules" % (len(self.deny), len(self.allow),
+                                                                     len(self.levels))
+
+    def wanted(self, event: Event, severity: str = "") -> bool:
         deny, allow = self._index
-        if self.allow and not _any_matches(allow, event):
+        if self.allow and not _any_matches(allow, event, severity, allowing=True):
             return False
-        return not _any_matches(deny, event)
+        return not _any_matches(deny, event, severity)
+
+    def severity(self, event: Event, classified: str) -> str:
+        """The severity the admin's lines give the event, else ``classified``."""
+        for rule in self.levels:
+            if rule.matches(event):
+                if rule.when and classified == CRITICAL and RANK[rule.severity] > RANK[CRITICAL]:
+                    continue  # time never mutes a critical event
+                return rule.severity
+        return classified
 
 
 def _index(rules: Tuple[Rule, ...]) -> Tuple[Dict[str, Dict[str, List[Rule]]], List[Rule]]:
@@ -152,14 +236,24 @@ def _index(rules: Tuple[Rule, ...]) -> Tuple[Dict[str, Dict[str, List[Rule]]], L
     return indexed, other
 
 
-def _any_matches(index, event: Event) -> bool:
+def _any_matches(index, event: Event, severity: str = "", allowing: bool = False) -> bool:
+    """Whether a rule matches.  Time never mutes a critical event: for one,
+    a blacklist line with a time condition does not match, and an
+    allow-list line's time condition does not count."""
+    critical = severity == CRITICAL
+
+    def hit(rule: Rule) -> bool:
+        if critical and rule.when:
+            return allowing and all(c.matches(event) for c in rule.conditions)
+        return rule.matches(event)
+
     indexed, other = index
     for name, by_value in indexed.items():
-        if any(r.matches(event) for r in by_value.get(event.get(name, None), ())):
+        if any(hit(r) for r in by_value.get(event.get(name, None), ())):
             return True
-    return any(r.matches(event) for r in other)
+    return any(hit(r) for r in other)
 
 
 def load_ruleset(config: Config) -> RuleSet:
-    return RuleSet(tuple(load_rules(config.blacklist)), tuple(load_rules(config.allowlist)))
+    return RuleSet.from_lines(load_rules(config.blacklist), load_rules(config.allowlist))
 

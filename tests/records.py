@@ -1,0 +1,72 @@
+"""Audit records written as the kernel and PAM write them, for tests that
+need one precise situation the recorded logs do not hold: x86_64 syscall
+numbers, hex flags, a PATH record per object, an EOE.  Read back with the
+real auparse (corpus.events_of), so a test reads what a host's log holds."""
+
+from corpus import events_of
+
+# x86_64 syscall numbers (what arch=c000003e records carry).
+NR = {"openat": 257, "execve": 59, "chmod": 90, "fchmodat": 268, "init_module": 175, "finit_module": 313,
+      "unlinkat": 263, "rename": 82, "truncate": 76, "clock_settime": 227, "ptrace": 101, "mount": 165,
+      "connect": 42}
+O_RDONLY, O_WRONLY_CREAT_TRUNC, O_WRONLY_APPEND = "0", "241", "441"
+UNSET = "4294967295"
+
+
+class Clock:
+    """Event ids: each record set gets the next serial, at a time the test
+    moves on explicitly."""
+
+    def __init__(self, start=1800000000.0, serial=1000):
+        self.now, self.serial = start, serial
+
+    def stamp(self, after=0.0):
+        self.now += after
+        self.serial += 1
+        return "%.3f:%d" % (self.now, self.serial)
+
+
+def syscall(name, exe="/usr/bin/vi", paths=(), a0="3", a1="0", a2="0", success="yes", exit_="0", key="(null)",
+            uid="1000", euid=None, auid="1000", ses=None, pid=4242, ppid=1, tty="pts0", argv=(), stamp=None):
+    """The records of one syscall event: SYSCALL, EXECVE for an exec, CWD,
+    a PATH per (name, nametype), EOE."""
+    stamp = stamp or "1700000000.000:77"
+    key = '"%s"' % key if key != "(null)" else key
+    ses = ses or ("3" if auid != UNSET else UNSET)
+    euid = euid or uid
+    records = ["type=SYSCALL msg=audit(%s): arch=c000003e syscall=%d success=%s exit=%s a0=%s a1=%s a2=%s a3=0 "
+               "items=%d ppid=%s pid=%s auid=%s uid=%s gid=%s euid=%s suid=%s fsuid=%s egid=0 sgid=0 fsgid=0 tty=%s "
+               "ses=%s comm=\"%s\" exe=\"%s\" key=%s"
+               % (stamp, NR[name], success, exit_, a0, a1, a2, len(paths), ppid, pid, auid, uid, uid, euid, euid,
+                  euid, tty, ses, exe.rsplit("/", 1)[-1][:15], exe, key)]
+    if argv:
+        records.append("type=EXECVE msg=audit(%s): argc=%d %s" % (
+            stamp, len(argv), " ".join('a%d="%s"' % (i, word) for i, word in enumerate(argv))))
+    records.append('type=CWD msg=audit(%s): cwd="/root"' % stamp)
+    for i, (path, nametype) in enumerate(paths):
+        records.append('type=PATH msg=audit(%s): item=%d name="%s" inode=9 dev=fe:00 mode=0100644 ouid=0 ogid=0 '
+                       'rdev=00:00 nametype=%s cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0 cap_frootid=0'
+                       % (stamp, i, path, nametype))
+    records.append("type=EOE msg=audit(%s): " % stamp)
+    return "\n".join(records) + "\n"
+
+
+def user(rtype, op, acct="alice", exe="/usr/sbin/sshd", res="success", uid="0", auid=UNSET, ses=None, pid=77,
+         addr="203.0.113.7", terminal="ssh", extra="", stamp=None):
+    """One PAM or shadow-utils record (a one-record event)."""
+    stamp = stamp or "1700000000.000:77"
+    ses = ses or ("3" if auid != UNSET else UNSET)
+    return ("type=%s msg=audit(%s): pid=%s uid=%s auid=%s ses=%s msg='op=%s acct=\"%s\" %sexe=\"%s\" hostname=? "
+            "addr=%s terminal=%s res=%s'\n" % (rtype, stamp, pid, uid, auid, ses, op, acct, extra, exe, addr,
+                                               terminal, res))
+
+
+def config_change(text, auid="1000", stamp=None):
+    stamp = stamp or "1700000000.000:77"
+    return "type=CONFIG_CHANGE msg=audit(%s): auid=%s ses=3 subj=unconfined %s res=1\n" % (stamp, auid, text)
+
+
+def event(text):
+    """The one event in ``text``."""
+    [one] = events_of(text.encode())
+    return one

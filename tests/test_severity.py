@@ -1,0 +1,190 @@
+"""Severity of one event, from what it is and what it did (severity.py).
+
+The records are written as the kernel and PAM write them (x86_64 syscall
+numbers, hex flags, the PATH records of the objects), read by the real
+auparse: a rule here reads what a host's audit log holds.
+"""
+
+import pytest
+from corpus import all_corpus_files, events_of, read
+from records import O_RDONLY, O_WRONLY_APPEND, O_WRONLY_CREAT_TRUNC, UNSET, event
+from records import config_change as _config_change
+from records import syscall as _syscall
+from records import user as _user
+
+from audit_notify.severity import CRITICAL, INFO, LEVELS, WARNING, classify
+
+
+def syscall(name, **fields):
+    return event(_syscall(name, **fields))
+
+
+def user(rtype, op, **fields):
+    return event(_user(rtype, op, **fields))
+
+
+def config_change(text, **fields):
+    return event(_config_change(text, **fields))
+
+
+def _event(text):
+    return event(text + "\n")
+
+
+def level(event):
+    return classify(event).severity
+
+
+# -- record types --------------------------------------------------------------
+
+def test_accounts_added_or_deleted_are_critical():
+    for rtype in ("ADD_USER", "DEL_USER", "ADD_GROUP", "DEL_GROUP"):
+        assert level(user(rtype, "adding user", exe="/usr/sbin/useradd", uid="0", auid="1000")) == CRITICAL
+
+
+def test_blinding_the_watcher_is_critical_loading_rules_is_not():
+    assert classify(config_change("op=remove_rule key=\"identity\" list=4")).why == "audit rules deleted"
+    assert level(config_change("op=remove_rule key=\"identity\" list=4")) == CRITICAL
+    assert level(config_change("op=set audit_enabled=0 old=1")) == CRITICAL
+    assert level(config_change("op=add_rule key=\"identity\" list=4")) == WARNING
+    stop = _event("type=DAEMON_END msg=audit(1700000000.000:77): op=terminate auid=0 uid=0 ses=3 pid=1 "
+                  "subj=unconfined res=success")
+    assert classify(stop).severity == CRITICAL
+
+
+def test_a_failed_login_is_a_warning_a_good_password_is_routine():
+    assert classify(user("USER_AUTH", "PAM:authentication", res="failed")).why == "login failed"
+    assert level(user("USER_AUTH", "PAM:authentication", res="failed")) == WARNING
+    assert level(user("USER_AUTH", "PAM:authentication")) == INFO
+    assert level(user("USER_LOGIN", "login", extra="id=1000 ")) == WARNING
+    assert level(user("CRED_DISP", "PAM:setcred")) == INFO
+
+
+def test_root_setting_a_password_is_critical_a_person_changing_their_own_is_not():
+    assert level(user("USER_CHAUTHTOK", "PAM:chauthtok", exe="/usr/sbin/chpasswd", uid="0", auid="1000")) == CRITICAL
+    assert level(user("USER_CHAUTHTOK", "PAM:chauthtok", exe="/usr/bin/passwd", uid="1000", auid="1000")) == WARNING
+
+
+# -- what a syscall did ----------------------------------------------------------
+
+@pytest.mark.parametrize("path, why", [
+    ("/etc/sudoers.d/90-backdoor", "sudoers changed"), ("/etc/cron.d/update", "cron changed"),
+    ("/home/bob/.ssh/authorized_keys", "authorized_keys changed"), ("/etc/ld.so.preload", "ld.so.preload changed"),
+    ("/etc/systemd/system/evil.service", "systemd changed"), ("/etc/profile.d/x.sh", "login scripts changed"),
+    ("/etc/pam.d/sshd", "PAM changed"), ("/usr/bin/ls", "system programs changed"),
+])
+def test_writing_where_persistence_lives_is_critical_whatever_the_key(path, why):
+    event = syscall("openat", a0="ffffff9c", a2=O_WRONLY_CREAT_TRUNC, paths=[(path, "CREATE")], key="anything")
+    assert classify(event).severity == CRITICAL and classify(event).why == why
+
+
+def test_reading_those_places_is_not_critical():
+    event = syscall("openat", a0="ffffff9c", a2=O_RDONLY, paths=[("/etc/cron.d/update", "NORMAL")], key="cron")
+    assert level(event) != CRITICAL
+
+
+def test_a_critical_key_on_a_read_is_routine():
+    """A watch without -p wa fires on reads too: pam_unix reads /etc/shadow
+    at every login, under a rule meant for writes."""
+    event = syscall("openat", exe="/usr/sbin/unix_chkpwd", a0="ffffff9c", a2=O_RDONLY,
+                    paths=[("/etc/passwd", "NORMAL")], key="identity", uid="0", auid=UNSET)
+    assert level(event) == INFO
+
+
+def test_the_shadow_file_read_by_a_person_warns_read_by_a_daemon_is_routine():
+    path = [("/etc/shadow", "NORMAL")]
+    assert level(syscall("openat", exe="/usr/bin/cat", a0="ffffff9c", a2=O_RDONLY, paths=path, uid="1000")) == WARNING
+    assert level(syscall("openat", exe="/usr/sbin/sshd", a0="ffffff9c", a2=O_RDONLY, paths=path, uid="0",
+                         auid=UNSET)) == INFO
+
+
+@pytest.mark.parametrize("exe, severity, why", [
+    ("/tmp/.x", CRITICAL, "a hidden file in a temporary place"), ("/dev/shm/run", CRITICAL, "a temporary place"),
+    ("/home/bob/.config/.miner", CRITICAL, "a hidden file"),
+    ("/home/bob/.cache/tool/miner", WARNING, "a hidden directory"),
+    ("/home/bob/.local/bin/black", INFO, ""), ("/root/.nvm/versions/node/v20/bin/node", INFO, ""),
+])
+def test_a_program_run_from_a_scratch_or_hidden_place_is_news(exe, severity, why):
+    """Installs put programs in bin directories, hidden ones too (pip
+    --user, cargo, nvm); a program elsewhere under a dot-directory, or one
+    with a hidden name, or in /tmp, was put there by hand."""
+    event = syscall("execve", exe=exe, a0="55d0", paths=[(exe, "NORMAL")], argv=(exe,))
+    assert level(event) == severity
+    if why:
+        assert classify(event).why == "program run from " + why
+
+
+def test_a_program_run_from_the_systems_directories_is_not():
+    event = syscall("execve", exe="/usr/bin/ls", a0="55d0", paths=[("/usr/bin/ls", "NORMAL")], argv=("ls",))
+    assert level(event) == INFO
+
+
+def test_a_setuid_root_program_outside_the_systems_directories_is_critical():
+    event = syscall("execve", exe="/home/bob/sh", a0="55d0", paths=[("/home/bob/sh", "NORMAL")], uid="1000",
+                    euid="0", argv=("./sh",))
+    assert classify(event).why == "setuid-root program run from outside the system's directories"
+
+
+def test_setting_a_setuid_bit_is_critical_an_ordinary_chmod_is_not():
+    assert level(syscall("fchmodat", a0="ffffff9c", a1="55d0", a2="9ed", paths=[("/home/bob/sh", "NORMAL")],
+                         key="perm_mod")) == CRITICAL  # 04755
+    assert level(syscall("fchmodat", a0="ffffff9c", a1="55d0", a2="1ed", paths=[("/home/bob/sh", "NORMAL")],
+                         key="perm_mod")) == INFO  # 0755: perm_mod is a flood key
+
+
+def test_a_module_load_is_critical_even_when_the_kernel_refuses_it():
+    refused = syscall("finit_module", exe="/usr/sbin/insmod", success="no", exit_="-38", key="modules")
+    assert (level(refused), classify(refused).why) == (CRITICAL, "kernel module load tried")
+
+
+def test_erasing_a_log_or_a_history_warns_appending_to_a_log_does_not():
+    erase = syscall("unlinkat", exe="/usr/bin/rm", a0="ffffff9c", paths=[("/root", "PARENT"),
+                                                                         ("/root/.bash_history", "DELETE")])
+    assert classify(erase).why == "shell history erased" and level(erase) == WARNING
+    append = syscall("openat", exe="/usr/sbin/rsyslogd", a0="ffffff9c", a2=O_WRONLY_APPEND,
+                     paths=[("/var/log/syslog", "NORMAL")], uid="0", auid=UNSET)
+    assert level(append) == INFO
+
+
+def test_auditd_writing_its_own_log_is_not_tampering():
+    rotate = syscall("rename", exe="/usr/sbin/auditd", paths=[("/var/log/audit/audit.log", "DELETE")], uid="0",
+                     auid=UNSET)
+    other = syscall("truncate", exe="/usr/bin/truncate", paths=[("/var/log/audit/audit.log", "NORMAL")])
+    assert level(rotate) != CRITICAL and level(other) == CRITICAL
+
+
+def test_a_person_setting_the_clock_warns_the_time_daemon_does_not():
+    assert level(syscall("clock_settime", exe="/usr/bin/date")) == WARNING
+    assert level(syscall("clock_settime", exe="/usr/sbin/chronyd", uid="0", auid=UNSET)) == INFO
+
+
+def test_ptrace_that_writes_into_a_process_is_critical_peeking_warns():
+    assert level(syscall("ptrace", exe="/usr/bin/gdb", a0="10")) == CRITICAL  # PTRACE_ATTACH
+    assert level(syscall("ptrace", exe="/usr/bin/gdb", a0="2")) == WARNING  # PTRACE_PEEKDATA
+
+
+# -- rule keys -------------------------------------------------------------------
+
+def test_a_key_nobody_knows_on_a_watch_warns_on_an_exec_rule_is_routine():
+    watch = syscall("openat", a0="ffffff9c", a2=O_WRONLY_CREAT_TRUNC, paths=[("/srv/app/config.yml", "NORMAL")],
+                    key="my-app-config")
+    assert (level(watch), classify(watch).why) == (WARNING, "rule my-app-config")
+    run = syscall("execve", exe="/usr/bin/git", a0="55d0", paths=[("/usr/bin/git", "NORMAL")], key="my-execs",
+                  argv=("git", "pull"))
+    assert level(run) == INFO
+
+
+def test_a_known_key_says_what_the_rule_was_for():
+    flood = syscall("execve", exe="/usr/bin/id", a0="55d0", paths=[("/usr/bin/id", "NORMAL")], key="rootcmd",
+                    uid="0", argv=("id",))
+    assert level(flood) == INFO  # Neo23x0's "every root command": telemetry, not news
+
+
+def test_every_corpus_event_gets_a_level_and_a_reason():
+    seen = set()
+    for path in all_corpus_files():
+        for one in events_of(read(path)):
+            verdict = classify(one)
+            assert verdict.severity in LEVELS and verdict.why, (path, one.records)
+            seen.add(verdict.severity)
+    assert seen == set(LEVELS)
