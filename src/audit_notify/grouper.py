@@ -1,0 +1,564 @@
+"""The Grouper: which events make one human action (an incident, see
+incidents.py), decided from what the kernel and PAM give every record:
+
+* the process: ``pid`` and ``ppid`` link an event to the incident of its
+  process or of its parent (a sudo's command, what a package manager's
+  children write, the failed execs of an ``execvp`` search);
+* the program that anchors an action: a login service's PAM chain (sshd,
+  login...) keyed by its pid until the kernel hands it a session; sudo, su,
+  pkexec keyed by their pid until they close their PAM session; a package
+  manager; auditctl's burst of rule changes;
+* the session (``ses``): who is behind it, from where, on which terminal,
+  so that every later message says so;
+* time: an incident takes new pieces while they keep coming and closes
+  after a quiet spell (of the events' own time, so that a file read with
+  --dry-run gives what the live plugin sends).
+
+An incident is handed to ``emit`` when it is first due (at its close, or
+CRITICAL_HOLD after it turned critical: a critical action does not wait
+for more pieces) and again when it has changed (an update: the message is
+edited), at most every UPDATE_INTERVAL and at its close.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Tuple
+
+from .events import Event
+from .incidents import Incident, Piece, Session, safe_key
+from .programs import (ELEVATORS, LOGIN_SERVICES, SCHEDULERS, SHELLS, basename, changes_packages, command_words,
+                       is_package_manager, packages)
+from .severity import INFO, RANK, WARNING, Verdict
+
+# A critical incident goes out at most this long after it turned critical,
+# whatever may still join it (later pieces edit the message).
+CRITICAL_HOLD = 2.0
+# An incident closes once no piece has joined it for this long (seconds of
+# the events' own time); some kinds wait longer (QUIET).
+QUIET_DEFAULT = 2.0
+QUIET = {"login": 5.0, "sudo": 10.0, "su": 10.0, "package": 15.0, "session-command": 10.0}
+# A sent incident that changes is edited at most this often, and once more
+# when it closes.
+UPDATE_INTERVAL = 10.0
+# At most this many incidents are open at once, processes and sessions
+# remembered; past it the oldest go (a bound on memory, not a setting).
+MAX_OPEN = 5000
+MAX_PROCESSES = 50000
+MAX_SESSIONS = 5000
+
+
+class Grouper:
+    """Folds events into incidents; see the module docstring.  ``emit``
+    gets an incident each time a version of its message is due."""
+
+    def __init__(self, emit: Callable[[Incident], None], grouping: bool = True):
+        self._emit = emit
+        self.grouping = grouping
+        self._open: "OrderedDict[str, Incident]" = OrderedDict()
+        self._procs: "OrderedDict[Tuple[str, str], Incident]" = OrderedDict()
+        self._sessions: "OrderedDict[Tuple[str, str], Session]" = OrderedDict()
+        self._anchors: Dict[Tuple[str, str, str], Incident] = {}  # (node, kind, anchor id) -> open incident
+        self._elevations: Dict[Tuple[str, str], List[Incident]] = {}  # (node, ses) -> open sudo/su
+        self._shells: "OrderedDict[Tuple[str, str], str]" = OrderedDict()  # interactive shells: what opened them
+        self._agenda: List[Tuple[float, int, str]] = []  # (when, tie-break, key): a heap, lazily cleaned
+        self._serial = 0
+        self.now = 0.0
+
+    # -- the way in -----------------------------------------------------------
+
+    def offer(self, event: Event, verdict: Verdict):
+        self.due(event.timestamp)  # what went quiet before this event takes no part in it
+        if not self.grouping:
+            incident = self._new("event", event, event.get("serial"))
+            incident.anchor = event
+            incident.add(event, verdict, 0.0)
+            self._schedule(incident)
+        else:
+            self._session_facts(event)
+            incident = self._attribute(event, verdict)
+        # A DAEMON record's pid is whoever signalled auditd; a shell's own
+        # actions must not become its children's.
+        if incident.kind not in ("auditd", "shell"):
+            self._remember_process(event, incident)
+        self.due(self.now)  # a critical incident may be due at once
+
+    def due(self, now: float):
+        """Hand over what is due by ``now`` (event time; the daemon passes
+        the wall clock when the input is quiet), and close what went quiet."""
+        self.now = max(self.now, now)
+        while self._agenda and self._agenda[0][0] <= now:
+            _when, _tie, key = heapq.heappop(self._agenda)
+            incident = self._open.get(key)
+            if incident is None:
+                continue
+            if now >= incident.absorbs_until:
+                self._close(incident)
+            elif incident.critical_at is not None and not incident.emitted and \
+                    now >= incident.critical_at + CRITICAL_HOLD:
+                self._hand_over(incident)
+            elif incident.emitted and incident.changed and now >= incident.emitted_at + UPDATE_INTERVAL:
+                self._hand_over(incident)
+            else:
+                self._schedule(incident)
+        while len(self._open) > MAX_OPEN:
+            self._close(next(iter(self._open.values())))
+
+    def _schedule(self, incident: Incident):
+        """Put the incident's next moment on the agenda."""
+        when = incident.absorbs_until
+        if incident.critical_at is not None and not incident.emitted:
+            when = min(when, incident.critical_at + CRITICAL_HOLD)
+        elif incident.emitted and incident.changed:
+            when = min(when, incident.emitted_at + UPDATE_INTERVAL)
+        self._serial += 1
+        heapq.heappush(self._agenda, (when, self._serial, incident.key))
+
+    def next_due(self) -> Optional[float]:
+        """The event time at which due() may have something to do."""
+        return self._agenda[0][0] if self._agenda else None
+
+    def close_all(self):
+        for incident in list(self._open.values()):
+            self._close(incident)
+
+    def pending(self) -> bool:
+        return bool(self._open)
+
+    # -- sessions -------------------------------------------------------------
+
+    def session(self, node: str, ses: str) -> Optional[Session]:
+        return self._sessions.get((node, ses))
+
+    def _session_facts(self, event: Event):
+        """What PAM and LOGIN records say about a session."""
+        facts = event.facts
+        rtype = event.get("type")
+        if facts.unset("ses"):
+            return
+        node, ses = event.get("node"), facts.get("ses")
+        session = self._sessions.get((node, ses))
+        if session is None:
+            session = self._sessions[(node, ses)] = Session(node, ses, auid=facts.get("auid"))
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        program = basename(facts.get("exe"))
+        if rtype in ("USER_START", "USER_LOGIN", "CRED_ACQ") and (program in LOGIN_SERVICES or
+                                                                  program in SCHEDULERS):
+            session.service = LOGIN_SERVICES.get(program) or SCHEDULERS.get(program, "")
+            # acct is a name; id (USER_LOGIN) a number in raw logs: kept as
+            # the event, to be read as a name when a message says who.
+            session.user = session.user or facts.get("acct")
+            session.named_by = session.named_by or event
+            for name in ("addr", "hostname"):
+                if not facts.unset(name) and not getattr(session, name):
+                    setattr(session, name, facts.get(name))
+            terminal = facts.get("terminal")
+            if terminal.startswith("/dev/") or terminal.startswith(("pts", "tty")):
+                session.terminal = terminal.replace("/dev/", "")
+
+    # -- attribution ----------------------------------------------------------
+
+    def _attribute(self, event: Event, verdict: Verdict) -> Incident:
+        facts = event.facts
+        node = event.get("node")
+        program = basename(facts.get("exe") or facts.get("comm"))
+        rtype = event.get("type")
+        pid, ppid = facts.get("pid"), facts.get("ppid")
+        own = self._open_process(node, pid)
+        if rtype == "CONFIG_CHANGE" or (own is not None and own.kind == "rules"):
+            return self._rules(event, verdict, own)
+        if rtype.startswith("DAEMON_"):
+            # auditd itself: its own message, whoever sent the signal (pid).
+            return self._join(self._new("auditd", event, event.get("serial")), event, verdict)
+        pam = rtype.startswith(("USER_", "CRED_", "LOGIN"))
+        if program in LOGIN_SERVICES and pam:
+            return self._login(event, verdict, LOGIN_SERVICES[program])
+        if program in SCHEDULERS and pam:
+            return self._scheduled(event, verdict, SCHEDULERS[program])
+        elevator = ELEVATORS.get(program)
+        if elevator and (pam or (rtype == "SYSCALL" and (own is None or own.kind not in ("sudo", "su")))):
+            return self._elevation(event, verdict, elevator)
+        shell = self._shells.get((node, pid))
+        if shell is not None and not facts.command:
+            return self._shell_action(shell, event, verdict)
+        if own is not None and (own.kind != "login" or self._login_takes(own, event)):
+            return self._join(own, event, verdict)
+        parent = self._open_process(node, ppid) if (node, ppid) not in self._shells else None
+        if parent is None or not self._takes_children(parent, event):
+            parent = self._elevated_context(event)
+            if parent is not None and not self._takes_children(parent, event):
+                parent = None
+        if parent is not None:
+            self._join(parent, event, verdict)
+            if parent.facts.get("shell") == pid:
+                # A root shell opened: the elevation's message goes now (what
+                # is typed in it is judged command by command).
+                parent.absorbs_until = event.timestamp
+                self._schedule(parent)
+            return parent
+        words = command_words(event) if facts.command else []
+        if words and is_package_manager(words):
+            incident = self._new("package", event, pid)
+            incident.capped = WARNING if changes_packages(words) else INFO
+            incident.facts["command"] = " ".join(words)
+            incident.facts["packages"] = " ".join(packages(words))
+            return self._join(incident, event, verdict)
+        kind = "command" if facts.command else "event"
+        incident = self._new(kind, event, pid or event.get("serial"))
+        if words:
+            incident.facts["command"] = " ".join(words)
+            # An interactive shell: what is typed in it is judged command by command.
+            if basename(words[0]) in SHELLS and all(word.startswith("-") for word in words[1:]) and \
+                    not facts.unset("tty"):
+                incident.facts["interactive"] = "1"  # no script, no -c: a person types in it
+                self._shell(event, "")
+            if (node, ppid) in self._shells and self._shells[(node, ppid)]:
+                incident.facts["shell_of"] = self._shells[(node, ppid)]
+        session = self.session(node, facts.get("ses"))
+        if session is not None and session.service in ("cron", "at", "anacron", "systemd"):
+            incident.routine = True
+        return self._join(incident, event, verdict)
+
+    def _open_process(self, node: str, pid: str) -> Optional[Incident]:
+        if not pid:
+            return None
+        incident = self._procs.get((node, pid))
+        if incident is None or incident.closed:
+            return None
+        return incident
+
+    def _remember_process(self, event: Event, incident: Incident):
+        pid = event.facts.get("pid")
+        if pid:
+            self._procs[(event.get("node"), pid)] = incident
+            self._procs.move_to_end((event.get("node"), pid))
+            while len(self._procs) > MAX_PROCESSES:
+                self._procs.popitem(last=False)
+
+    def _takes_children(self, parent: Incident, event: Event) -> bool:
+        """Whether a child of a process of ``parent`` is part of it."""
+        if parent.kind == "login":
+            return self._login_takes(parent, event)
+        if parent.facts.get("interactive"):
+            if parent.kind in ("sudo", "su") and not parent.facts.get("shell") and event.facts.command:
+                parent.facts["shell"] = event.facts.get("pid")  # the root shell itself
+                self._shell(event, "%s %s" % (parent.facts.get("elevator", parent.kind),
+                                              parent.facts.get("cmd") or parent.facts.get("invocation", "")))
+                return True
+            return False  # a shell a person types in: each command is an action of its own
+        return parent.kind not in ("failed-login",)
+
+    def _login_takes(self, login: Incident, event: Event) -> bool:
+        """A login takes its PAM chain, the scripts run at login (motd), and,
+        without a terminal, the remote command (ssh host cmd, scp, sftp); an
+        interactive shell's commands are the user's own actions."""
+        if event.get("type") != "SYSCALL" or "EXECVE" not in event.types():
+            return True
+        if login.session is not None and login.session.terminal:
+            tty = event.facts.get("tty")
+            if tty and not event.facts.unset("tty") and event.timestamp > login.facts.get("logged_in", 1e18):
+                return False
+        return True
+
+    def _elevated_context(self, event: Event) -> Optional[Incident]:
+        """The sudo or su whose command this is, when its parent is not in
+        sight (sudo's monitor process when it allocates a pty): an open
+        elevation in the same session, running as another user than this
+        event's, started just before it (pids are handed out in order)."""
+        facts = event.facts
+        if facts.unset("ses"):
+            return None
+        for incident in reversed(self._elevations.get((event.get("node"), facts.get("ses")), ())):
+            if incident.closed or (incident.facts.get("interactive") and incident.facts.get("shell")):
+                continue  # a root shell's commands are actions of their own
+            try:
+                close = 0 < int(facts.get("ppid") or 0) - int(incident.facts.get("pid", "0")) < 64
+            except ValueError:
+                close = False
+            if close and facts.get("uid") != incident.facts.get("auid_uid"):
+                return incident
+        return None
+
+    # -- kinds ----------------------------------------------------------------
+
+    def _login(self, event: Event, verdict: Verdict, service: str) -> Incident:
+        facts = event.facts
+        node, rtype = event.get("node"), event.get("type")
+        failed = verdict.why == "login failed"
+        if failed:
+            source = facts.get("addr") if not facts.unset("addr") else facts.get("hostname")
+            incident = self._anchored(node, "failed-login", "%s|%s" % (service, source), event)
+            incident.facts.setdefault("accounts", "")
+            account = facts.get("acct") or facts.get("id")
+            # sshd's placeholders for a name that is no account here; the
+            # connection's USER_AUTH, when there is one, has the name tried.
+            placeholder = account in ("(invalid user)", "(unknown user)", "?")
+            tried = incident.facts.setdefault("named_by", {})  # connection (pid) -> a real name seen
+            if len(tried) < 1000:
+                tried[facts.get("pid")] = tried.get(facts.get("pid"), False) or not placeholder
+            incident.facts["unknown_user"] = "1" if not all(tried.values()) else ""
+            if placeholder:
+                account = ""
+            if account and account not in incident.facts["accounts"].split("\x1f"):
+                incident.facts["accounts"] = "\x1f".join(filter(None, (incident.facts["accounts"], account)))
+            incident.facts["failed"] = "1"
+            # One try is one USER_AUTH (a password typed); where PAM never
+            # ran (a name sshd rejects, a key refused) one connection is one
+            # try, and sshd gives each connection a process of its own.
+            incident.facts["auths"] = incident.facts.get("auths", 0) + (rtype == "USER_AUTH")
+            connections = incident.facts.setdefault("connections", set())
+            if len(connections) < 1000:
+                connections.add(facts.get("pid"))
+            incident.facts["tries"] = incident.facts["auths"] or len(connections)
+        else:
+            if rtype in ("USER_END", "USER_LOGOUT", "CRED_DISP"):
+                ended = self._session_ended(event, verdict)
+                if ended is not None:
+                    return ended
+            incident = self._login_of(event)
+        incident.facts["service"] = service
+        if rtype == "LOGIN" and not facts.unset("ses"):
+            incident.session = self._sessions.get((node, facts.get("ses")))
+        if not facts.unset("ses"):
+            session = self._sessions.get((node, facts.get("ses")))
+            if session is not None:
+                incident.session = session
+                session.login = session.login or incident
+        if rtype in ("USER_LOGIN", "USER_START") and not failed:
+            incident.facts["logged_in"] = min(incident.facts.get("logged_in", event.timestamp), event.timestamp)
+            incident.anchor = incident.anchor if incident.anchor and incident.anchor.get("type") == "USER_LOGIN" \
+                else event
+            incident.raise_to(WARNING, event.timestamp)
+        if rtype in ("USER_END", "USER_LOGOUT") and incident.facts.get("logged_in"):
+            incident.facts["ended"] = event.timestamp
+        if failed:
+            incident.anchor = incident.anchor or event
+        return self._join(incident, event, verdict, QUIET["login"])
+
+    def _login_of(self, event: Event) -> Incident:
+        """The login a successful PAM record belongs to: its session's (sshd
+        forks a session child with a pid of its own), its process's, or a
+        new one."""
+        facts = event.facts
+        node = event.get("node")
+        if not facts.unset("ses"):
+            session = self._sessions.get((node, facts.get("ses")))
+            if session is not None and session.login is not None and not session.login.closed:
+                return session.login
+        own = self._open_process(node, facts.get("pid"))
+        if own is not None and own.kind == "login":
+            return own
+        if own is not None and own.kind in ("event", "command") and not own.emitted:
+            own.kind = "login"  # it began with a syscall of the login service's (a socket, a read)
+            return own
+        return self._new("login", event, facts.get("pid"))
+
+    def _session_ended(self, event: Event, verdict: Verdict) -> Optional[Incident]:
+        """A login whose session closes: its message says so (an edit: a
+        session's end notifies nobody).  None if the login is not known."""
+        facts = event.facts
+        session = self._sessions.get((event.get("node"), facts.get("ses"))) if not facts.unset("ses") else None
+        login = session.login if session is not None else None
+        if login is None or not login.facts.get("logged_in"):
+            return None
+        if not login.closed:
+            login.facts["ended"] = max(login.facts.get("ended", 0.0), event.timestamp)
+            return self._join(login, event, verdict, 0.0)
+        return self._late(login, event, verdict, ended=True, edit=True)
+
+    def _late(self, incident: Incident, event: Event, verdict: Verdict, ended: bool, edit: bool) -> Incident:
+        """A record of an incident already closed and sent: counted in it;
+        its message edited if ``edit`` (an end worth saying: "ended after
+        3 min") or if the record makes it worse (an edit notifies nobody,
+        but the room shows the worse severity)."""
+        before = incident.facts.get("ended")
+        if ended:
+            incident.facts["ended"] = max(before or 0.0, event.timestamp)
+        incident.count += 1
+        incident.serials.append(event.get("serial"))
+        # PAM closes a session in several records (USER_END, CRED_DISP,
+        # USER_LOGOUT): one edit, unless the length shown changes.
+        incident.changed = edit and (before is None or int(before - incident.first) !=
+                                     int(incident.facts["ended"] - incident.first))
+        if RANK[verdict.severity] < RANK[incident.severity]:
+            incident.pieces.append(Piece(verdict.severity, verdict.why, event))
+            incident.raise_to(verdict.severity, event.timestamp)
+            incident.changed = True
+        self._hand_over(incident)
+        return incident
+
+    def _scheduled(self, event: Event, verdict: Verdict, scheduler: str) -> Incident:
+        incident = self._open_process(event.get("node"), event.facts.get("pid")) or self._new(
+            "cron", event, event.facts.get("pid"))
+        incident.routine = True
+        incident.facts["service"] = scheduler
+        return self._join(incident, event, verdict)
+
+    def _elevation(self, event: Event, verdict: Verdict, elevator: str) -> Incident:
+        facts = event.facts
+        node, rtype = event.get("node"), event.get("type")
+        incident = self._open_process(node, facts.get("pid"))
+        known = self._procs.get((node, facts.get("pid")))
+        if incident is None and known is not None and known.kind in ("sudo", "su") and \
+                not facts.get("syscall").startswith("execve"):
+            # More of a sudo whose message is out (a root shell outlasts the
+            # quiet spell): its end is worth an edit for a shell's length;
+            # the rest is counted in it.
+            ended = rtype in ("USER_END", "CRED_DISP")
+            return self._late(known, event, verdict, ended, edit=ended and bool(known.facts.get("interactive")))
+        if incident is None or incident.kind not in ("sudo", "su"):
+            incident = self._new("su" if elevator in ("su", "runuser") else "sudo", event, facts.get("pid"))
+            incident.facts.update(pid=facts.get("pid"), ses=facts.get("ses"), elevator=elevator,
+                                  user=facts.get("auid"), auid_uid=facts.get("uid"))
+            if not facts.unset("ses"):
+                opened = self._elevations.setdefault((node, facts.get("ses")), [])
+                opened[:] = [other for other in opened if not other.closed] + [incident]
+        if rtype == "SYSCALL" and facts.command:
+            words = command_words(event)
+            incident.facts.setdefault("invocation", " ".join(words))
+            if elevator in ("su", "runuser"):
+                incident.facts["interactive"] = "1" if "-c" not in words and "--command" not in words else ""
+        if rtype == "USER_CMD":
+            incident.anchor = event
+            incident.facts["cmd"] = facts.get("cmd")
+            incident.facts["failed"] = "1" if verdict.why == "login failed" or facts.get("res") == "failed" else ""
+            first = (facts.get("cmd").split() or [""])[0]
+            incident.facts["interactive"] = "1" if basename(first) in SHELLS and "-c" not in facts.get(
+                "cmd").split() else ""
+        if rtype in ("USER_START", "CRED_ACQ", "CRED_REFR") and facts.get("acct"):
+            incident.facts["target"] = facts.get("acct")
+        if rtype in ("USER_AUTH", "USER_ACCT") and verdict.why == "login failed":
+            incident.facts["failed"] = "1"
+            incident.anchor = incident.anchor or event
+        if rtype in ("USER_END", "CRED_DISP"):
+            incident.absorbs_until = min(incident.absorbs_until, event.timestamp + QUIET_DEFAULT)
+            return self._join(incident, event, verdict, 0.0)
+        incident.raise_to(WARNING, event.timestamp)
+        return self._join(incident, event, verdict, QUIET["sudo"])
+
+    def _running(self, node: str, ses: str, programs: Tuple[str, ...]) -> Optional[Incident]:
+        """The latest open sudo or su of session ``ses`` whose command is
+        one of ``programs``."""
+        for incident in reversed(self._elevations.get((node, ses), ())):
+            words = (incident.facts.get("cmd") or "").split()
+            if not incident.closed and words and basename(words[0]) in programs:
+                return incident
+        return None
+
+    def _shell(self, event: Event, opened_by: str):
+        """Remember an interactive shell (its pid), and what opened it."""
+        self._shells[(event.get("node"), event.facts.get("pid"))] = opened_by.strip()
+        while len(self._shells) > MAX_SESSIONS:
+            self._shells.popitem(last=False)
+
+    def _shell_action(self, opened_by: str, event: Event, verdict: Verdict) -> Incident:
+        """What an interactive shell does itself (echo ... > file): an action
+        of its own per burst, not a piece of the shell's incident."""
+        incident = self._anchored(event.get("node"), "shell", event.facts.get("pid"), event)
+        if opened_by:
+            incident.facts.setdefault("shell_of", opened_by)
+        return self._join(incident, event, verdict)
+
+    def _rules(self, event: Event, verdict: Verdict, own: Optional[Incident]) -> Incident:
+        """A burst of rule changes: one process (auditctl -R, augenrules),
+        or one person's session within a few seconds."""
+        facts = event.facts
+        node = event.get("node")
+        anchor = "%s|%s" % (facts.get("auid"), facts.get("ses"))  # one person's (or the boot's) burst
+        if own is not None and own.kind == "command" and basename(own.facts.get("command", "").split(" ")[0]) in (
+                "auditctl", "augenrules"):
+            own.kind = "rules"  # auditctl's own exec came first
+        if own is not None and own.kind in ("sudo", "su", "login", "command", "shell", "rules"):
+            incident = own      # "alice ran sudo auditctl -D → all 352 audit rules deleted"
+        else:
+            # CONFIG_CHANGE carries no pid: without auditctl's exec in the
+            # log, the open sudo of this session that runs it is the one.
+            incident = self._running(node, facts.get("ses"), ("auditctl", "augenrules")) or \
+                self._anchored(node, "rules", anchor, event)
+        if event.get("type") == "CONFIG_CHANGE":
+            op = facts.get("op") or "set"
+            counts = incident.facts.setdefault("ops", {})
+            counts[op] = counts.get(op, 0) + 1
+            if facts.get("res") in ("0", "no", "failed"):
+                incident.facts["failures"] = incident.facts.get("failures", 0) + 1
+            incident.facts.setdefault("auid", facts.get("auid"))
+            incident.facts.setdefault("ses", facts.get("ses"))
+            key = facts.get("key")
+            if not facts.unset("key") and key != "(null)":
+                keys = incident.facts.setdefault("rule_keys", [])
+                if key not in keys and len(keys) < 4:
+                    keys.append(key)
+        if facts.command:
+            incident.facts.setdefault("command", " ".join(command_words(event)))
+        return self._join(incident, event, verdict)
+
+    # -- bookkeeping ----------------------------------------------------------
+
+    def _new(self, kind: str, event: Event, anchor: str) -> Incident:
+        self._serial += 1
+        node = event.get("node")
+        key = safe_key(node, kind, anchor, "%.3f" % event.timestamp, str(self._serial))
+        incident = Incident(key=key, kind=kind, node=node, first=event.timestamp, last=event.timestamp)
+        facts = event.facts
+        if not facts.unset("ses"):
+            incident.session = self.session(node, facts.get("ses"))
+        self._open[key] = incident
+        return incident
+
+    def _anchored(self, node: str, kind: str, anchor: str, event: Event) -> Incident:
+        """The open incident of this kind and anchor, or a new one."""
+        incident = self._anchors.get((node, kind, anchor))
+        if incident is None or incident.closed:
+            incident = self._anchors[(node, kind, anchor)] = self._new(kind, event, anchor)
+            incident.facts["anchored"] = (node, kind, anchor)
+        return incident
+
+    def _join(self, incident: Incident, event: Event, verdict: Verdict, quiet: Optional[float] = None) -> Incident:
+        if quiet is None:
+            quiet = QUIET.get(incident.kind, QUIET_DEFAULT)
+        if incident.anchor is None:
+            incident.anchor = event
+        if incident.routine and verdict.severity == WARNING:
+            verdict = Verdict(INFO, verdict.why)  # what cron does every day; critical stays critical
+        elif verdict.severity == WARNING and verdict.why.startswith("rule ") and \
+                basename(event.facts.get("exe")) in LOGIN_SERVICES and incident.kind in ("login", "failed-login"):
+            verdict = Verdict(INFO, verdict.why)  # sshd writing lastlog, wtmp, its pty: a login's bookkeeping
+        elif incident.capped and verdict.why.endswith(" erased"):
+            verdict = Verdict(INFO, verdict.why)  # a package manager rotating its own logs
+        if incident.kind != "package" and not incident.capped and event.facts.command and \
+                is_package_manager(command_words(event)):
+            # A package manager run inside a sudo, a login...: its children
+            # write system files and add users as a matter of course.
+            words = command_words(event)
+            incident.capped = WARNING if changes_packages(words) else INFO
+            incident.facts.setdefault("packages", " ".join(packages(words)))
+            incident.facts.setdefault("package_command", " ".join(words))
+        was_critical, was_changed = incident.critical_at is not None, incident.changed
+        incident.add(event, verdict, quiet)
+        if incident.session is None and not event.facts.unset("ses"):
+            incident.session = self.session(event.get("node"), event.facts.get("ses"))
+        if incident.count == 1 or quiet == 0.0 or (incident.critical_at is not None and not was_critical) or (
+                incident.emitted and not was_changed):
+            self._schedule(incident)
+        return incident
+
+    def _hand_over(self, incident: Incident):
+        incident.new_text = incident.changed or not incident.emitted
+        incident.emitted += 1
+        incident.emitted_at = self.now
+        incident.changed = False
+        self._emit(incident)
+
+    def _close(self, incident: Incident):
+        incident.closed = True
+        self._open.pop(incident.key, None)
+        anchored = incident.facts.get("anchored")
+        if anchored and self._anchors.get(anchored) is incident:
+            del self._anchors[anchored]
+        if incident.session is not None:
+            opened = self._elevations.get((incident.node, incident.session.ses))
+            if opened and incident in opened:
+                opened.remove(incident)
+        self._hand_over(incident)  # the final version (new text or not): its events are accounted then

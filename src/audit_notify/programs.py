@@ -1,0 +1,88 @@
+"""What programs mean to someone reading audit records.
+
+The kernel names a program by its path; a person knows that sshd logs people
+in, that cron runs what was planned, that sudo runs a command as someone
+else and that apt-get's children write system files as a matter of course.
+These tables and the argv readers are that knowledge, kept apart from the
+Grouper (incidents.py) that acts on it so both stay small enough to read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import List
+
+from .events import Event
+
+# Programs that log people in; a PAM chain of theirs is a login.
+LOGIN_SERVICES = {
+    "sshd": "SSH", "login": "console", "gdm-session-worker": "GDM", "lightdm": "LightDM", "sddm-helper": "SDDM",
+    "cockpit-session": "Cockpit", "vsftpd": "FTP", "dovecot": "IMAP", "xrdp-sesman": "RDP", "systemd-logind": "login",
+    "in.telnetd": "telnet", "rlogind": "rlogin", "proftpd": "FTP", "pure-ftpd": "FTP",
+}
+# Schedulers: their sessions are routine, the jobs they run are judged on
+# their own.
+SCHEDULERS = {"cron": "cron", "crond": "cron", "atd": "at", "anacron": "anacron", "systemd": "systemd"}
+# Programs that run a command as another user, logging a PAM chain of
+# their own (and sudo a USER_CMD).
+ELEVATORS = {"sudo": "sudo", "su": "su", "pkexec": "pkexec", "doas": "doas", "run0": "run0", "sudo-rs": "sudo",
+             "su-rs": "su", "runuser": "runuser", "sg": "sg", "newgrp": "newgrp"}
+# Package managers: everything their children do is one install.
+PACKAGE_MANAGERS = ("apt", "apt-get", "aptitude", "dpkg", "dnf", "yum", "rpm", "zypper", "pacman", "apk", "pip",
+                    "pip3", "pipx", "snap", "flatpak", "unattended-upgrade", "unattended-upgrades", "microdnf",
+                    "tdnf", "emerge", "xbps-install", "packagekitd")
+_PACKAGE_VERBS = ("install", "reinstall", "remove", "purge", "upgrade", "dist-upgrade", "full-upgrade", "erase",
+                  "update", "autoremove", "downgrade", "-i", "-U", "-e", "-r", "-P", "-S", "-R", "-Syu",
+                  "--install", "--remove", "--purge", "--unpack", "--configure", "add", "del")
+SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", "ash", "busybox", "-bash",
+                    "-sh", "-zsh"))
+
+
+def basename(path: str) -> str:
+    return os.path.basename(path.strip('"'))
+
+
+def command_words(event: Event) -> List[str]:
+    """The argv of an exec, raw (from the EXECVE record's text)."""
+    words = []
+    for name, value in re.findall(r"a(\d+)=(\"[^\"]*\"|\S+)", event.facts.command):
+        if value.startswith('"'):
+            words.append(value[1:-1])
+        else:
+            try:
+                words.append(bytes.fromhex(value).decode("utf-8", "surrogateescape"))
+            except ValueError:
+                words.append(value)
+    return words
+
+
+def is_package_manager(words: List[str]) -> bool:
+    """Whether an argv runs a package manager (``python3 -m pip`` too)."""
+    names = [basename(word) for word in words[:2]]
+    return bool(names) and (names[0] in PACKAGE_MANAGERS or (
+        len(names) > 1 and names[0].startswith("python") and names[1] in PACKAGE_MANAGERS))
+
+
+def packages(words: List[str]) -> List[str]:
+    """The packages a package manager's command line names."""
+    names, started = [], False
+    for word in words[1:]:
+        if word in _PACKAGE_VERBS:
+            started = True
+            continue
+        if started and not word.startswith("-"):
+            names.append(basename(word) if word.endswith((".deb", ".rpm", ".whl")) else word)
+    return names
+
+
+# What a package manager does when it changes the system (the rest are
+# queries: apt-get check, dpkg -l, rpm -q... run by cron every day).
+_CHANGING_VERBS = frozenset(("install", "reinstall", "remove", "purge", "upgrade", "dist-upgrade", "full-upgrade",
+                             "erase", "autoremove", "downgrade", "localinstall", "add", "del", "-i", "--install",
+                             "-r", "--remove", "-P", "--purge", "--unpack", "--configure", "-U", "-e", "-S", "-R",
+                             "-Syu", "-Sy", "-Rs"))
+
+
+def changes_packages(words: List[str]) -> bool:
+    return any(word in _CHANGING_VERBS for word in words[1:])
