@@ -333,5 +333,11 @@ def details(event: Event, head: Line) -> List[Line]:
             lines.append(Line(("%s: " % label, V(value)), limit))
             break
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(event.timestamp))
-    lines.append(Line(("event: ", V(event.get("records")), " #", V(event.get("serial")), " at " + stamp)))
+    records = event.get("records")
+    # Record type names are auparse's (or UNKNOWN[n]): words of ours, unless odd.
+    shown = records if _TYPE_NAMES.fullmatch(records) else V(records)
+    lines.append(Line(("event: ", shown, " #", V(event.get("serial")), " at " + stamp)))
     return lines
+
+
+_TYPE_NAMES = re.compile(r"[A-Z0-9_\[\] ]*")

@@ -9,6 +9,7 @@ builds message text by hand.
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 from dataclasses import dataclass, replace
 from typing import Dict, List, Tuple
@@ -38,20 +39,47 @@ def _escape_char(char: str) -> str:
     return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code if code < 0x10000 else "\\U%08x" % code
 
 
+def _show(char: str) -> str:
+    if char == "\\":
+        return "\\\\"  # so that an escape below is never confused with text that looks like one
+    if char == "@":
+        return "\uff20"
+    if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+        if "\udc80" <= char <= "\udcff":  # a byte that is not UTF-8 (kept by surrogateescape)
+            return "\\x%02x" % (ord(char) - 0xDC00)
+        return _escape_char(char)
+    return char
+
+
 def clean(text: str, limit: int = MAX_VALUE_CHARS) -> str:
     """Make untrusted audit text safe to show as plain text.
 
-    Invisible and control characters become visible escapes, ``@`` becomes
-    a full-width ``＠`` so that neither ``@room`` nor ``@user:server`` can
-    mention anyone, and the length is capped.
+    Invisible and control characters become visible escapes, a byte that
+    is not UTF-8 becomes ``\\xNN`` and a literal backslash ``\\\\`` (so the
+    two never look alike), ``@`` becomes a full-width ``＠`` so that
+    neither ``@room`` nor ``@user:server`` can mention anyone, and the
+    length is capped.
     """
     result = text[:limit]
-    if not result.isprintable() or "@" in result:  # else nothing to do: the common case, fast
-        result = "".join(_escape_char(c) if unicodedata.category(c) in _INVISIBLE_CATEGORIES
-                         else "\uff20" if c == "@" else c for c in result)
+    if not result.isprintable() or "@" in result or "\\" in result:  # else nothing to do: fast
+        result = "".join(_show(c) for c in result)
     if len(text) > limit:
         result += "… (%d more characters)" % (len(text) - limit)
     return result
+
+
+# A value that reads as one word on a lock screen; any other is put in
+# quotes, so that a user name "root from 1.2.3.4" cannot pass for a second
+# address (the HTML twin has every value in <code>).
+_PLAIN = re.compile(r"[\w./:@＠+%,=~\[\]\\-]+")
+_OPEN, _CLOSE = "\u201c", "\u201d"
+
+
+def delimit(shown: str) -> str:
+    """A cleaned value as it stands in a plain body."""
+    if _PLAIN.fullmatch(shown) and not shown.startswith("-"):
+        return shown
+    return _OPEN + shown.replace(_OPEN, "\\u201c").replace(_CLOSE, "\\u201d") + _CLOSE
 
 
 class V(str):
@@ -70,7 +98,7 @@ class Line:
     limit: int = MAX_VALUE_CHARS
 
     def text(self) -> str:
-        return "".join(clean(p, self.limit) if isinstance(p, V) else p for p in self.parts)
+        return "".join(delimit(clean(p, self.limit)) if isinstance(p, V) else p for p in self.parts)
 
     def html(self) -> str:
         return "".join("<code>%s</code>" % html.escape(clean(p, self.limit)) if isinstance(p, V) else html.escape(p)
@@ -86,25 +114,34 @@ def L(*parts: str) -> Line:  # noqa: N802 - reads like a template
 
 @dataclass(frozen=True)
 class Notification:
-    """One message for the room, ready for delivery."""
+    """One message for the room, ready for delivery.  With a ``key``, a
+    later notification with the same key replaces it: in the spool if it
+    has not been sent yet, else as an edit of the sent message."""
 
     body: str
     html: str
     fields: Dict[str, str]
     timestamp: float
-    priority: int = 0  # 1 for failures and denials: kept first when the spool is full
-    kind: str = "event"  # or "digest", or "notice": the plugin's own words about itself
+    priority: int = 0    # 1 for what matters: kept first when the spool is full
+    kind: str = "event"  # incident, repeat, routine, or notice: the plugin's own words about itself
+    severity: str = ""   # critical, warning, info
+    key: str = ""        # for edits
+    serials: Tuple[str, ...] = ()  # the events it folds
+    mentions: Tuple[str, ...] = ()  # Matrix ids to notify loudly (from the config, never audit text)
+    room: str = ""       # another room than the configured one (critical_room...)
 
     def content(self) -> dict:
-        """The Matrix event content: a plain-text body, its HTML twin, and an
-        empty m.mentions so that clients ping nobody, whatever the text."""
+        """The Matrix event content: a plain-text body, its HTML twin, and
+        m.mentions naming exactly the configured people (or nobody), so that
+        no text in the message can ping anyone."""
         return {
             "msgtype": "m.text",
             "body": self.body,
             "format": "org.matrix.custom.html",
             "formatted_body": self.html,
-            "m.mentions": {},
+            "m.mentions": {"user_ids": list(self.mentions)} if self.mentions else {},
         }
+
 
 def fit(lines: List[str], limit: int, joiner: str) -> str:
     """Join lines, dropping whole detail lines from the end until the text
@@ -121,4 +158,4 @@ def fit(lines: List[str], limit: int, joiner: str) -> str:
 def notice(text: str, timestamp: float, **fields: str) -> Notification:
     """A message of the plugin's own about itself (no audit text in it)."""
     return Notification(body="⚠️ " + text, html="⚠️ <b>%s</b>" % html.escape(text), fields=dict(fields),
-                        timestamp=timestamp, priority=1, kind="notice")
+                        timestamp=timestamp, priority=1, kind="notice", severity="warning")

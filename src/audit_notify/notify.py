@@ -1,0 +1,135 @@
+"""From events to messages: filter, severity, incidents, repeats, routine.
+
+    event ─> rules.wanted ─> severity (classify, then the admin's lines)
+          ─> Grouper (incidents) ─┬─ info: counted into the Routine summary
+                                  └─ else: Repeats ─┬─ alone: format_incident
+                                                    └─ a repeat: format_repeat
+          ─> accept(Notification)   (the spool, or the dry run's printer)
+
+Every event is accounted for once its incident closes: filtered, in an
+incident sent as a message, counted as a repeat, or routine.  Time here is
+the events' own (the daemon passes the wall clock when input is quiet), so
+a file read with --dry-run gives what the live plugin sends.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, List, Optional
+
+from .config import Config
+from .counters import Counters
+from .events import Event
+from .format import format_incident, format_repeat, format_routine, repeat_headline, routine_label
+from .grouper import UPDATE_INTERVAL, Grouper
+from .incidents import Incident
+from .message import Notification
+from .repeats import Repeats, Routine
+from .rules import RuleSet
+from .severity import INFO, Verdict, classify
+
+log = logging.getLogger("audit-notify")
+
+
+class Notifier:
+    """See the module docstring.  ``accept`` takes each notification
+    (a keyed one again for each new version: an edit)."""
+
+    def __init__(self, config: Config, rules: RuleSet, accept: Callable[[Notification], None], counters: Counters):
+        self.rules = rules
+        self._accept = accept
+        self.counters = counters
+        self.grouper = Grouper(self._on_incident, grouping=config.group_events)
+        self.repeats = Repeats(config.digest_after, config.digest_window)
+        self.routine = Routine(config.routine_minutes * 60.0)
+        self.mentions = config.mention
+
+    def configure(self, config: Config, rules: RuleSet):
+        """SIGHUP: new rules, repeat and routine settings, mentions."""
+        self.rules = rules
+        self.grouper.grouping = config.group_events
+        self.repeats.after, self.repeats.window = config.digest_after, config.digest_window
+        self.routine.period = config.routine_minutes * 60.0
+        self.mentions = config.mention
+
+    # -- events ---------------------------------------------------------------
+
+    def on_event(self, event: Event):
+        verdict = classify(event)
+        severity = self.rules.severity(event, verdict.severity) if self.rules.levels else verdict.severity
+        if not self.rules.wanted(event, severity):
+            self.counters.filtered += 1
+            return
+        if severity != verdict.severity:
+            verdict = Verdict(severity, verdict.why)
+        self.grouper.offer(event, verdict)
+
+    def _on_incident(self, incident: Incident):
+        if not incident.fate:
+            self._decide(incident)
+        if incident.closed:
+            counted = incident.count - incident.accounted
+            incident.accounted = incident.count
+            if incident.fate == "routine":
+                self.counters.routine += counted
+            elif incident.fate == "repeat":
+                self.counters.digested += counted
+            else:
+                self.counters.notified += counted
+        if incident.fate == "alone" and incident.new_text:
+            self._send(format_incident(incident, self.mentions))
+
+    def _decide(self, incident: Incident):
+        """Routine, a message of its own, or a count of repeats: decided once,
+        when an incident is first due."""
+        if incident.severity == INFO and self.grouper.grouping:  # without grouping: every event a message
+            incident.fate = "routine"
+            for period in self.routine.add(incident.last, incident.node, routine_label(incident), incident.count):
+                self._send(format_routine(period))
+            return
+        window, closed = self.repeats.offer(incident.fingerprint(), incident.first, incident.severity, incident.node,
+                                            repeat_headline(incident))
+        for done in closed:
+            self._send(format_repeat(done, self.repeats.window, self.mentions))
+        if window is None:
+            incident.fate = "alone"
+            self.counters.incidents += 1
+            return
+        incident.fate = "repeat"
+        self.counters.digests += window.folded == 1
+        if window.folded == 1 or incident.first >= window.sent_at + UPDATE_INTERVAL:
+            window.sent_at = incident.first  # the count climbs in an edit at most this often
+            self._send(format_repeat(window, self.repeats.window, self.mentions))
+
+    def _send(self, notification: Notification):
+        self._accept(notification)
+
+    # -- time -----------------------------------------------------------------
+
+    def due(self, now: float):
+        """What is due by ``now``: incidents, repeat windows, routine."""
+        self.grouper.due(now)
+        for window in self.repeats.due(now):
+            self._send(format_repeat(window, self.repeats.window, self.mentions))
+        for period in self.routine.due(now):
+            self._send(format_routine(period))
+
+    def next_due(self) -> Optional[float]:
+        times = [t for t in (self.grouper.next_due(), self.repeats.next_due(), self.routine.next_due())
+                 if t is not None]
+        return min(times) if times else None
+
+    def pending(self) -> bool:
+        return self.grouper.pending() or bool(self.repeats.windows) or self.routine.current is not None
+
+    def close_all(self):
+        """The end (EOF, SIGTERM): everything open goes out in its final form."""
+        self.grouper.close_all()
+        for window in self.repeats.close_all():
+            self._send(format_repeat(window, self.repeats.window, self.mentions))
+        for period in self.routine.close_all():
+            self._send(format_routine(period))
+
+    def accounted(self) -> List[int]:
+        c = self.counters
+        return [c.filtered, c.notified, c.digested, c.routine]

@@ -1,0 +1,191 @@
+"""Repeats and routine: what is said once, with a count, instead of again.
+
+* Repeats: the same action on the same object (the same command line, the
+  same files, the same failed login source; ``Incident.fingerprint``)
+  again and again, each within ``window`` seconds of the one before: the
+  first ``after`` go out alone, the rest are counted into one message whose
+  count climbs (an edit, which notifies nobody) and which says "quiet
+  again" once ``window`` seconds pass without one.  A slow brute force is
+  one climbing count, not a message a minute.  Different actions are never
+  counted together, whatever came before them.
+* Routine: ``info`` incidents send nothing of their own; they are counted
+  into one summary per ``period`` ("routine: 41 commands by cron, ..."),
+  edited in place as it grows.
+
+Both keep their windows in the events' own time, so ``--dry-run`` over a
+file shows what the live plugin sends, and tests need no sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from .severity import INFO, RANK, worst
+
+# A count that climbs for this long is closed and a new one started.
+MAX_WINDOW = 86400.0
+
+
+@dataclass
+class Window:
+    """One fingerprint's current window of repeats."""
+
+    key: str            # the repeat message's key (for its edits)
+    start: float
+    seen: float = 0.0   # the latest repeat, alone or counted
+    alone: int = 0
+    folded: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    severity: str = INFO
+    node: str = ""
+    sample: str = ""    # the headline of the first folded one, as plain text
+    sample_html: str = ""
+    sent_at: float = 0.0  # when the count's last version was made (event time)
+    closed: bool = False
+
+
+class Repeats:
+    """See the module docstring; ``after = 0`` turns folding off."""
+
+    def __init__(self, after: int, window: float):
+        self.after = after
+        self.window = window
+        self.windows: Dict[str, Window] = {}
+        self._made = 0
+
+    def offer(self, fingerprint: str, when: float, severity: str, node: str,
+              headline: Tuple[str, str]) -> Tuple[Optional[Window], List[Window]]:
+        """Whether an incident goes alone (None) or into a count (its
+        window); and the windows of this fingerprint it closes."""
+        closed = []
+        window = self.windows.get(fingerprint)
+        if window is not None and (when >= window.seen + self.window or when >= window.start + MAX_WINDOW):
+            closed = self._close(fingerprint)
+            window = None
+        if self.after <= 0:
+            return None, closed
+        if window is None:
+            self._made += 1
+            key = "repeat|%s|%.3f|%d" % (node.encode("utf-8", "backslashreplace").decode("utf-8"), when, self._made)
+            window = self.windows[fingerprint] = Window(key=key, start=when, node=node)
+        window.seen = max(window.seen, when)
+        if window.alone < self.after:
+            window.alone += 1
+            return None, closed
+        if not window.folded:
+            window.first = when
+            window.sample, window.sample_html = headline
+        window.folded += 1
+        window.last = max(window.last, when)
+        window.severity = worst(window.severity, severity) if window.folded > 1 else severity
+        return window, closed
+
+    def due(self, now: float) -> List[Window]:
+        """The windows over by ``now``: their final ("quiet again") versions."""
+        out = []
+        for fingerprint in [f for f, w in self.windows.items() if self._end(w) <= now]:
+            out += self._close(fingerprint)
+        return out
+
+    def _end(self, window: Window) -> float:
+        return min(window.seen + self.window, window.start + MAX_WINDOW)
+
+    def next_due(self) -> Optional[float]:
+        return min((self._end(w) for w in self.windows.values()), default=None)
+
+    def close_all(self) -> List[Window]:
+        out = []
+        for fingerprint in list(self.windows):
+            out += self._close(fingerprint)
+        return out
+
+    def _close(self, fingerprint: str) -> List[Window]:
+        window = self.windows.pop(fingerprint)
+        window.closed = True
+        return [window] if window.folded else []
+
+    def snapshot(self) -> str:
+        return json.dumps({f: asdict(w) for f, w in self.windows.items()})
+
+    def restore(self, text: str):
+        try:
+            self.windows = {f: Window(**w) for f, w in json.loads(text or "{}").items()}
+        except (ValueError, TypeError):  # a state from another version: start afresh
+            self.windows = {}
+
+
+@dataclass
+class Period:
+    """The routine of one period: counts by node and label."""
+
+    key: str
+    start: float
+    end: float
+    counts: Dict[str, Counter] = field(default_factory=dict)
+    events: int = 0
+    sent_at: float = 0.0     # when its last version was made (event time)
+    changed: bool = False
+    closed: bool = False
+
+
+class Routine:
+    """Counts ``info`` incidents per period; a version of the period's
+    summary is due every ``every`` seconds while it changes, and at its end."""
+
+    def __init__(self, period: float = 3600.0, every: float = 600.0):
+        self.period = period
+        self.every = every
+        self.current: Optional[Period] = None
+
+    def add(self, when: float, node: str, label: str, events: int) -> List[Period]:
+        """Count one routine incident; returns the periods this closes."""
+        closed = []
+        if self.current is not None and when >= self.current.end:
+            closed = self.close_all()
+        if self.current is None:
+            start = when - when % self.period
+            self.current = Period(key="routine|%.0f" % start, start=start, end=start + self.period,
+                                  sent_at=when)
+        period = self.current
+        period.counts.setdefault(node, Counter())[label] += 1
+        period.events += events
+        period.changed = True
+        return closed
+
+    def due(self, now: float) -> List[Period]:
+        """A version of the summary when one is due by ``now``."""
+        period = self.current
+        if period is None:
+            return []
+        if now >= period.end:
+            return self.close_all()
+        if period.changed and now >= period.sent_at + self.every:
+            period.sent_at, period.changed = now, False
+            return [period]
+        return []
+
+    def next_due(self) -> Optional[float]:
+        period = self.current
+        if period is None:
+            return None
+        return min(period.end, period.sent_at + self.every) if period.changed else period.end
+
+    def close_all(self) -> List[Period]:
+        period, self.current = self.current, None
+        if period is None:
+            return []
+        period.closed = True
+        return [period]
+
+
+def top(counter: Counter, n: int) -> List[Tuple[str, int]]:
+    """The ``n`` largest counts, largest first, ties by label."""
+    return sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:n]
+
+
+def rank_of(severity: str) -> int:
+    return RANK.get(severity, RANK[INFO])
