@@ -7,7 +7,7 @@ starts (else E236, exit 1), it writes $HOME/.run/matrix-commander.<uuid>.pid,
 then opens each P in turn, reads it to EOF, sends the JSON event in it and
 prints ``event_id    room_id    P``; an empty file is skipped.  Instead of
 sending, it appends what it got (argv, the event, HOME, uid) as a JSON line
-to calls.jsonl next to itself.  The file ``mode`` next to it, read before
+to calls.jsonl next to itself, with the event id it answered.  The file ``mode`` next to it, read before
 each event, says what happens: ``ok`` (acknowledge), ``fail`` (E145 on
 stderr, like a homeserver that is down), ``toolarge`` (E144 M_TOO_LARGE),
 ``hang`` (never answer), ``die`` (exit 1 at once).
@@ -49,9 +49,10 @@ def main(argv):
         if not data.strip():
             continue
         mode = _mode()
+        event_id = "$ev%d:localhost" % time.monotonic_ns()
         with open(os.path.join(HERE, "calls.jsonl"), "a") as handle:
             handle.write(json.dumps({"argv": argv, "event": data, "home": os.environ.get("HOME"),
-                                     "uid": os.getuid(), "mode": mode}) + "\n")
+                                     "uid": os.getuid(), "mode": mode, "event_id": event_id}) + "\n")
         if mode == "hang":
             while True:
                 time.sleep(60)
@@ -66,7 +67,7 @@ def main(argv):
             sys.stderr.flush()
             continue
         json.loads(data)
-        print("$ev%d:localhost    !room:localhost    %s" % (time.monotonic_ns(), path), flush=True)
+        print("%s    !room:localhost    %s" % (event_id, path), flush=True)
     os.unlink(pid_file)
     return errors
 

@@ -59,6 +59,22 @@ class Rig:
         """The bodies of the events the stand-in acknowledged."""
         return [json.loads(c["event"])["content"]["body"] for c in self.calls() if c["mode"] == mode]
 
+    def messages(self):
+        """The room as a reader sees it: each acknowledged message's body
+        after its edits (an m.replace event changes the one it names)."""
+        shown, order = {}, []
+        for call in self.calls():
+            if call["mode"] != "ok":
+                continue
+            content = json.loads(call["event"])["content"]
+            relates = content.get("m.relates_to") or {}
+            if relates.get("rel_type") == "m.replace" and relates.get("event_id") in shown:
+                shown[relates["event_id"]] = content["m.new_content"]["body"]
+                continue
+            shown[call["event_id"]] = content["body"]
+            order.append(call["event_id"])
+        return [shown[event_id] for event_id in order]
+
     def start(self, *args):
         return subprocess.Popen([sys.executable, SCRIPT, "--config", str(self.config)] + list(args),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -36,7 +36,7 @@ class World:
 
     def add(self, *bodies):
         for body in bodies:
-            self.spool.add(Notification(body=body, html=body, fields={}, timestamp=1.0))
+            self.spool.add(Notification(body=body, html=body, fields={}, timestamp=1.0, severity="warning"))
         self.spool.commit()
 
     def step(self):

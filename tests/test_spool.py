@@ -45,7 +45,7 @@ def test_items_come_out_oldest_first_and_leave_only_when_delivered(tmp_path):
     assert first.content["body"] == "n0" and first.content["m.mentions"] == {}
     assert spool.refused(first.id) == 1 and spool.refused(first.id) == 2
     assert spool.peek().attempts == 2
-    spool.delivered(first.id)
+    spool.delivered(first)
     assert spool.peek().content["body"] == "n1"
     assert spool.depth()[0] == 2
 
@@ -83,7 +83,7 @@ def test_a_full_disk_loses_nothing_accepted_or_unwritten(small_disk):
     first = spool.peek()
     assert first.content["body"] == "before0"  # what was accepted is still there, and still offered
     with contextlib.suppress(SpoolError):  # a DELETE may need room for the WAL too
-        spool.delivered(first.id)
+        spool.delivered(first)
     assert spool.peek().content["body"] == "before1"  # never offered twice, written or not
     small_disk.free()
     spool.commit()
@@ -123,7 +123,7 @@ def test_dead_letters_are_kept_apart(tmp_path):
     spool.add(_note("too big"))
     spool.add(_note("fine"))
     spool.commit()
-    spool.bury(spool.peek().id, "M_TOO_LARGE")
+    spool.bury(spool.peek(), "M_TOO_LARGE")
     assert spool.peek().content["body"] == "fine"
     status = spool_status(path)
     assert status["dead"] == 1 and status["depth"] == 1

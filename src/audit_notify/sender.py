@@ -67,8 +67,9 @@ OUTPUT_READ = 65536
 class _Child:
     """One running matrix-commander and its unread output."""
 
-    def __init__(self, process: subprocess.Popen, now: float):
+    def __init__(self, process: subprocess.Popen, now: float, room: str):
         self.process = process
+        self.room = room  # matrix-commander sends to one room: another needs another process
         self.started = now
         self.swapper: Optional[threading.Thread] = None
         self.swapped = threading.Event()   # the FIFO has replaced the placeholder file
@@ -126,6 +127,7 @@ class Sender:
         self._spawn = spawn
         self._child: Optional[_Child] = None
         self._inflight: Optional[Item] = None
+        self._inflight_room = ""
         self._inflight_deadline = 0.0
         self._next_try = 0.0
         self._failures = 0
@@ -164,9 +166,10 @@ class Sender:
             return min(now + POLL_INTERVAL, child.started + SENDER_START_TIMEOUT)
         if self._inflight is not None:
             return self._inflight_deadline
-        if self._spool.peek() is not None:
+        item = self._spool.peek()
+        if item is not None:
             return max(now + (READER_POLL if self._waiting_reader else 0.0), self._next_try,
-                       self._rate_free_at())
+                       self._rate_free_at() if item.rank > 0 else now)
         return child.started + SENDER_MAX_AGE
 
     def _rate_free_at(self) -> float:
@@ -181,13 +184,16 @@ class Sender:
     def step(self, readable: Iterable[int] = ()):
         child = self._child
         if child is not None:
-            for fd in readable:
-                if fd in child.open:
-                    for line in child.lines(fd):
-                        self._on_line(fd == child.process.stdout.fileno(), line)
+            self._read_output(child, readable)
             self._check_child(child)
         if self._inflight is None and self._clock() >= self._next_try:
             self._send_next()
+
+    def _read_output(self, child: _Child, fds: Iterable[int]):
+        for fd in list(fds):
+            if fd in child.open:
+                for line in child.lines(fd):
+                    self._on_line(fd == child.process.stdout.fileno(), line)
 
     # -- the child --------------------------------------------------------
 
@@ -211,7 +217,7 @@ class Sender:
                                          or child.stale):
             self._end_child(gently=True)
 
-    def _start(self):
+    def _start(self, room: str):
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         self._stop_orphans()
         for path in (self.fifo, self.fifo + ".tmp"):
@@ -220,13 +226,13 @@ class Sender:
         os.close(os.open(self.fifo, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
             process = self._spawn(
-                send_argv(self.config, [self.fifo] * SENDER_SLOTS), stdin=subprocess.DEVNULL,
+                send_argv(self.config, [self.fifo] * SENDER_SLOTS, room), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=mc_env(self.config), close_fds=True,
                 cwd=self.config.state_dir, preexec_fn=die_with_parent)
         except OSError as exc:
             self._failed("cannot run %s: %s" % (self.config.matrix_commander, exc))
             return
-        child = self._child = _Child(process, self._clock())
+        child = self._child = _Child(process, self._clock(), room)
         child.swapper = threading.Thread(target=self._swap_when_checked, args=(child,), daemon=True)
         child.swapper.start()
 
@@ -280,16 +286,22 @@ class Sender:
     # -- events -----------------------------------------------------------
 
     def _send_next(self):
-        if self._child is None:
-            self._start()
-            return
-        if not self._child.swapped.is_set() or not self._rate_allows():
-            return
         item = self._spool.peek()
+        room = (item.room if item is not None else "") or self.config.room
+        if self._child is None:
+            self._start(room)  # kept warm even with nothing to send
+            return
         if item is None:
             self._waiting_reader = False
             return
-        event = json.dumps({"type": "m.room.message", "content": item.content}).encode("utf-8")
+        if self._child.room != room:
+            # Another room: matrix-commander takes turns on the one store
+            # (two at once lose messages), so this one goes first.
+            self._end_child(gently=True)
+            return
+        if not self._child.swapped.is_set() or (item.rank > 0 and not self._rate_allows()):
+            return  # critical is never held back by the cap
+        event = json.dumps({"type": "m.room.message", "content": self._content(item, room)}).encode("utf-8")
         try:
             fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
@@ -299,7 +311,12 @@ class Sender:
                 self._kill("cannot open %s: %s" % (self.fifo, exc))
             return
         self._waiting_reader = False
+        # matrix-commander opens the FIFO again only once it is done with the
+        # last event: whatever it said about that one (an E145 after an E144)
+        # is in the pipes now, and must not be taken for this one's answer.
+        self._read_output(self._child, self._child.open)
         self._inflight = item
+        self._inflight_room = room
         self._inflight_deadline = self._clock() + self.config.send_timeout
         try:
             os.set_blocking(fd, True)
@@ -309,21 +326,35 @@ class Sender:
         finally:
             os.close(fd)
 
+    def _content(self, item: Item, room: str) -> dict:
+        """The item's content, or, for a key whose first message is in the
+        room already, an edit of that message (m.replace): clients show it
+        updated and, by the default push rules, do not notify again; the
+        mentions stay in the new content but notify nobody anew."""
+        original = self._spool.sent_id(item.key, room) if item.key else None
+        if original is None:
+            return item.content
+        new = dict(item.content)
+        return {"msgtype": new.get("msgtype", "m.text"), "body": "* " + new.get("body", ""),
+                "format": "org.matrix.custom.html", "formatted_body": "* " + new.get("formatted_body", ""),
+                "m.new_content": new, "m.mentions": {},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": original}}
+
     def _rate_allows(self) -> bool:
         return self._rate_free_at() <= self._clock()
 
     def _on_line(self, is_stdout: bool, line: str):
         if is_stdout and self._inflight is not None and line.startswith("$"):
-            self._delivered()
+            self._delivered(line.split()[0])
         elif not is_stdout and self._inflight is not None and MC_ERROR.search(line):
             self._failed(line.strip())
         elif not is_stdout:
             log.debug("matrix-commander: %s", line.strip()[:300])
 
-    def _delivered(self):
+    def _delivered(self, event_id: str):
         item, self._inflight = self._inflight, None
         try:
-            self._spool.delivered(item.id)
+            self._spool.delivered(item, event_id, self._inflight_room)
         except SpoolError as exc:
             self._counters.problem(str(exc))
         self._counters.sent += 1
@@ -367,7 +398,7 @@ class Sender:
         times = self._spool.refused(item.id)
         if code != "M_TOO_LARGE" and times < REFUSALS_TO_BURY:
             return False
-        self._spool.bury(item.id, reason[:300])
+        self._spool.bury(item, reason[:300])
         self._counters.failed += 1
         log.error("the homeserver refused notification %d %d time(s) (%s); kept as a dead letter",
                   item.id, times, code)
