@@ -57,4 +57,30 @@ def events_of(data, chunk=4096, node="testhost", lazy=True, counters=None):
 
 
 def notifications_of(data, rules=RuleSet()):
+    """One message per event, as the plugin sends with group_events = no."""
     return [format_event(e) for e in events_of(data) if rules.wanted(e)]
+
+
+def messages_of(data, config=None, rules=RuleSet(), node="vm", counters=None):
+    """What the plugin sends for these records: each message in its last
+    version (an edit replaces the text of the message it edits), in the
+    order the messages were first sent."""
+    from audit_notify.config import Config
+    from audit_notify.notify import Notifier
+    latest, order = {}, []
+
+    def accept(notification):
+        key = notification.key or "#%d" % len(order)
+        if key not in latest:
+            order.append(key)
+        latest[key] = notification
+
+    notifier = Notifier(config or Config(), rules, accept, counters or Counters())
+    for event in events_of(data, node=node):
+        notifier.on_event(event)
+    notifier.close_all()
+    return [latest[key] for key in order]
+
+
+def headlines(notifications):
+    return [n.body.split("\n", 1)[0] for n in notifications]

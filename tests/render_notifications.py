@@ -49,7 +49,7 @@ if ROOT not in sys.path:
 
 from audit_notify.config import Config, Error  # noqa: E402
 from audit_notify.counters import Counters  # noqa: E402
-from audit_notify.digest import Digester  # noqa: E402
+from audit_notify.notify import Notifier  # noqa: E402
 from audit_notify.events import Event  # noqa: E402
 from audit_notify.format import format_event  # noqa: E402
 from audit_notify.message import Notification  # noqa: E402
@@ -313,7 +313,7 @@ KINDS: Tuple[Tuple[str, str], ...] = (
     ("generic fallback (TYPE event)", r"[A-Z][A-Z0-9_]+ event\b"),
 )
 _KIND_PATTERNS = tuple((kind, re.compile(pattern)) for kind, pattern in KINDS)
-_MARKER = re.compile(r"^(❌|✅|ℹ️|🔁)\s*")
+_MARKER = re.compile(r"^(🚨|⚠️|ℹ️)(❌)?\s*(🔁\s*)?")
 
 
 def headline_text(body: str) -> str:
@@ -407,36 +407,49 @@ def collect_kinds(files: Optional[Sequence[str]] = None) -> Tuple[List[Sample], 
     return sorted(chosen.values(), key=lambda s: order.index(s.kind)), unmatched
 
 
-def digest_samples() -> List[Sample]:
-    """A real digest (the Debian 12 sample through the plugin's default
-    digest settings) and a replayed SSH brute force of 1,500 attempts."""
-    config = Config()
+def notifications_of(events, config: Config = Config()) -> List[Notification]:
+    """What the plugin would send for these events: incidents, repeats and
+    the routine summary, each message in its last version (an edit
+    replaces the text of the message it edits)."""
+    sent: Dict[str, Notification] = {}
+    order: List[str] = []
+    notifier = Notifier(config, blacklist_rules(), lambda n: (order.append(n.key) if n.key not in sent else None,
+                                                               sent.__setitem__(n.key, n)), Counters())
+    for event in events:
+        notifier.on_event(event)
+    notifier.close_all()
+    return [sent[key] for key in order]
+
+
+def incident_samples() -> List[Sample]:
+    """Messages for incidents from the Debian 12 sample (a login, a sudo
+    that added a user, failed logins folded, rules loaded and deleted), and
+    a replayed SSH brute force of 1,500 attempts as one climbing count."""
     samples = []
-    path = os.path.join(DATA, "debian12-sample.log")
+    path = os.path.join(DATA, "debian12-enriched.log")
     if os.path.exists(path):
-        digester = Digester(config.digest_after, config.digest_window)
-        out: List[Notification] = []
-        for event in events_of(_read(path)):
-            out += digester.offer(event)[1]
-        out += digester.close_all()
-        if out:
-            best = max(out, key=lambda n: (n.priority, int(n.fields["digest"].replace(",", ""))))
-            samples.append(Sample("digest (real)", source_name(path) + ", digest_after=%d, window %d s"
-                                  % (config.digest_after, config.digest_window), best, tag="digest"))
+        wanted = (("incident: SSH login", r"SSH login: "), ("incident: sudo adding a user", r".* ran sudo .*useradd"),
+                  ("incident: failed SSH logins folded", r"Failed SSH login for .*,"),
+                  ("incident: audit rules deleted", r"All \d+ audit rules deleted"),
+                  ("incident: routine summary", r"Routine, "))
+        found = notifications_of(events_of(_read(path)))
+        for kind, pattern in wanted:
+            for notification in found:
+                if re.match(pattern, headline_text(notification.body)):
+                    samples.append(Sample(kind, source_name(path), notification, tag="incident"))
+                    break
     path = os.path.join(CORPORA, "fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh")
     if os.path.exists(path):
-        failed = [e for e in events_of(_read(path)) if headline_text(format_event(e).body)
-                  .startswith("Failed SSH login")]
+        failed = [e for e in events_of(_read(path)) if e.get("type") == "USER_LOGIN" and e.get("res") == "failed"]
         if failed:
-            digester = Digester(config.digest_after, config.digest_window)
-            start = failed[0].timestamp
-            out = []
+            start, replay = failed[0].timestamp, []
             for i in range(1500):
-                event = Event(failed[0].fields, failed[0].records, timestamp=start + i * 0.039)
-                out += digester.offer(event)[1]
-            out += digester.close_all()
-            samples += [Sample("digest (SSH brute force, 1,500 attempts in 59 s)", source_name(path) + ", replayed",
-                               n, tag="digest") for n in out[:1]]
+                event = Event(dict(failed[0].fields, serial=str(i)), failed[0].records, timestamp=start + i * 40.0,
+                              facts=failed[0].facts)
+                replay.append(event)
+            repeats = [n for n in notifications_of(replay) if n.kind == "repeat"]
+            samples += [Sample("repeat count (SSH brute force, 1,500 attempts)", source_name(path) + ", replayed",
+                               n, tag="repeat") for n in repeats[:1]]
     return samples
 
 
@@ -484,7 +497,7 @@ def long_command_sample() -> List[Sample]:
 
 def all_samples(files: Optional[Sequence[str]] = None) -> List[Sample]:
     kinds, _ = collect_kinds(files)
-    return kinds + long_command_sample() + digest_samples() + hostile_samples()
+    return kinds + long_command_sample() + incident_samples() + hostile_samples()
 
 
 # The kinds in the README's screenshots (all samples make a 25,000 px page
@@ -498,7 +511,7 @@ SHOWCASE = (
 
 def showcase(samples: Sequence[Sample]) -> List[Sample]:
     """The README's selection: SHOWCASE kinds, the digests, the hostile ones."""
-    return [s for s in samples if s.kind in SHOWCASE or s.tag in ("digest", "hostile", "hostile-tty")]
+    return [s for s in samples if s.kind in SHOWCASE or s.tag in ("incident", "repeat", "hostile", "hostile-tty")]
 
 
 # ---------------------------------------------------------------------------

@@ -44,7 +44,10 @@ def test_values_comments_and_relative_paths(tmp_path):
     ("send_timeout = soon\n", "a.conf:1: bad value for send_timeout: 'soon'"),
     ("send_timeout = -1\n", "a.conf:1: bad value for send_timeout: '-1' (must be greater than 0)"),
     ("log_level = loud\n", "a.conf:1: bad value for log_level: 'loud' (must be one of debug, info"),
-    ("room = a\nroom = b\n", "a.conf:2: 'room' is set twice"),
+    ("room = #a:x\nroom = #b:x\n", "a.conf:2: 'room' is set twice"),
+    ("room = audit\n", "a.conf:1: bad value for room: 'audit' (must be a room alias (#name:server) or id)"),
+    ("mention = @room\n", "a.conf:1: bad value for mention: '@room' ('@room' is not a Matrix user id"),
+    ("group_events = maybe\n", "a.conf:1: bad value for group_events: 'maybe' (must be yes or no)"),
 ])
 def test_bad_config_names_the_line(tmp_path, text, message):
     with pytest.raises(Error) as caught:

@@ -116,7 +116,7 @@ def test_a_plugin_without_the_sending_rights_takes_over_once_they_are_free(tmp_p
     assert loop.plugin.sender is None and loop.made == []
     with pytest.raises(StopLoop):
         loop.plugin.run(0)
-    assert loop.spool.depth()[0] > 100  # spooled all the same
+    assert loop.spool.depth()[0] > 10  # spooled all the same
     os.close(old_instance._fd)  # the old instance exits
     loop.clock.now += TAKEOVER_INTERVAL
     with caplog.at_level(logging.INFO, logger="audit-notify"), pytest.raises(StopLoop):
@@ -139,7 +139,7 @@ def test_a_full_disk_is_retried_and_nothing_accepted_is_lost(tmp_path, small_dis
         loop.plugin.commit()  # logged once, not once per try
     assert caplog.text.count("cannot write the spool") == 1 and "kept in memory" in caplog.text
     waiting = loop.spool.unwritten()
-    assert waiting > 100
+    assert waiting > 10
     assert loop.plugin._timeout() <= 5.0  # the loop comes back to try again
     small_disk.free()
     loop.clock.now += 10
@@ -173,7 +173,7 @@ def test_reload_applies_every_key_it_can_and_names_the_others(tmp_path, caplog):
     assert plugin.rules is rules
     assert plugin.reader._timeout == 9 and plugin.reader._node == "renamed"
     assert (loop.spool.max_bytes, loop.spool.max_age) == (1 << 20, 7200.0)
-    assert (plugin.digester.after, plugin.digester.window) == (0, 30.0)
+    assert (plugin.notifier.repeats.after, plugin.notifier.repeats.window) == (0, 30.0)
     assert plugin.sender.config.max_messages_per_minute == 7 and plugin.sender.config.send_timeout == 5.0
     assert plugin.sender.config.room == "#b:localhost" and plugin.sender.config.matrix_commander == "/other/mc"
     assert loop.children[0].returncode is not None  # the old matrix-commander is replaced
@@ -207,7 +207,7 @@ def test_the_last_resort_logs_the_traceback_counts_it_and_fails(tmp_path, caplog
     assert loop.counters.problems[UNEXPECTED] == 1
     # What was accepted before is on disk, and so is the count.
     db = sqlite3.connect(loop.config.spool_dir + "/spool.sqlite3")
-    assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] > 10
+    assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] > 3
     saved = json.loads(db.execute("SELECT value FROM state WHERE name = 'counters'").fetchone()[0])
     assert saved["problems"][UNEXPECTED] == 1
 
@@ -221,9 +221,9 @@ def test_idle_plugin_blocks_until_the_hourly_report():
     plugin = Plugin(Config(), RuleSet(), import_auparse(), Recorder(), Counters(), hostname="h",
                     clock=lambda: 0.0)
     script = [
-        b"type=SYSCALL msg=audit(1000.000:5): arch=c000003e syscall=59 success=yes exit=0 items=0 ppid=1 pid=2 "
-        b"auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=1 comm=\"id\" "
-        b"exe=\"/usr/bin/id\" key=\"k\"\n",
+        b"type=SYSCALL msg=audit(1000.000:5): arch=c000003e syscall=2 success=yes exit=3 items=0 ppid=1 pid=2 "
+        b"auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=1 comm=\"cat\" "
+        b"exe=\"/usr/bin/cat\" key=\"k\"\n",
         None,   # idle tick: the event without EOE comes out
         b"",    # EOF
     ]

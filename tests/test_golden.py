@@ -23,7 +23,8 @@ def test_dry_run_output_is_the_checked_in_one(log):
     got_lines, expected_lines = got.splitlines(), expected.splitlines()
     for number, (one, two) in enumerate(zip(got_lines, expected_lines), 1):
         assert json.loads(one) == json.loads(two), "%s line %d differs (make_golden.py, then review)" % (log, number)
-    assert len(got_lines) == len(expected_lines) > 50
+    # Each sample day holds dozens of incidents; an empty golden proves nothing.
+    assert len(got_lines) == len(expected_lines) >= 20
     assert got == expected
 
 

@@ -75,7 +75,7 @@ def test_the_plugins_run_path_never_imports_the_admin_tools(tmp_path):
     loaded = set(json.loads(out.stdout.splitlines()[-1]))
     assert {"audit_notify.daemon", "audit_notify.sender", "audit_notify.spool"} <= loaded
     assert not loaded & ADMIN, loaded & ADMIN
-    assert len(rig.calls()) > 100  # it really ran and sent
+    assert len(rig.calls()) >= 20  # it really ran and sent (the sample day is ~30 incidents)
     check = subprocess.run([sys.executable, "-c", code, "--check", "--config", str(rig.config)],
                            capture_output=True, text=True, timeout=WAIT)
     assert "audit_notify.doctor" in json.loads(check.stdout.splitlines()[-1])
@@ -104,7 +104,7 @@ def test_the_checkout_and_the_one_file_give_the_same_dry_run(tmp_path):
     checkout = subprocess.run([sys.executable, SCRIPT] + SAMPLE, capture_output=True, timeout=WAIT)
     onefile = subprocess.run([str(_build(tmp_path / "audit-notify"))] + SAMPLE, capture_output=True, timeout=WAIT)
     assert checkout.returncode == onefile.returncode == 0
-    assert checkout.stdout == onefile.stdout and checkout.stdout.count(b"\n\n") > 100
+    assert checkout.stdout == onefile.stdout and checkout.stdout.count(b"\n\n") >= 20
     assert checkout.stderr == onefile.stderr  # the exit line's counts too
 
 

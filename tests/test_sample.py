@@ -1,87 +1,91 @@
 """The Debian 12 sample (tests/data): what an admin would actually get.
 
-The RAW sample holds numeric ids; the test users are gone from this
-machine's passwd, so auparse shows them as unknown(1001).  Names are checked
-on the ENRICHED sample, which carries them (AUID="anadmin")."""
+One message per human action: a login, a sudo command with what it did
+and where the user came from, the failed logins of one source folded into
+one, the audit rules loaded and deleted each one message.  Names are
+checked on the ENRICHED sample, which carries them (AUID="anadmin"); the
+RAW sample holds numeric ids (the test users are gone from this machine's
+passwd)."""
 
 import os
 import re
 
-from corpus import DATA, ROOT, events_of, read
+from corpus import DATA, ROOT, events_of, headlines, messages_of, read
 
 from audit_notify.config import load_config
-from audit_notify.format import format_event
+from audit_notify.counters import Counters
 from audit_notify.rules import load_ruleset
 
 SAMPLE = os.path.join(DATA, "debian12-sample.log")
 ENRICHED = os.path.join(DATA, "debian12-enriched.log")
-USER = r"(?:\S+|unknown\(\d+\))"
+FROM = r" \(SSH from 127\.0\.0\.1(, pts/0)?\)"
 
 
-def _record_count(data):
-    return sum(1 for line in data.split(b"\n") if line.startswith(b"type=") and not line.startswith(b"type=EOE"))
+def _config():
+    return load_config(os.path.join(ROOT, "examples", "dry-run.conf"))
 
 
-def _rules():
-    return load_ruleset(load_config(os.path.join(ROOT, "examples", "dry-run.conf")))
+def _messages(path=ENRICHED, counters=None):
+    config = _config()
+    return messages_of(read(path), config, load_ruleset(config), counters=counters)
 
 
-def test_one_notification_per_event_not_per_record():
-    data = read(SAMPLE)
+def _one(pattern, found):
+    hits = [h for h in found if re.fullmatch(pattern, h)]
+    assert len(hits) == 1, (pattern, found)
+    return hits[0]
+
+
+def test_messages_are_per_action_not_per_event_or_record():
+    data = read(ENRICHED)
     serials = {m.group(0) for m in re.finditer(rb"msg=audit\(\d+\.\d+:\d+\)", data)}
-    events = events_of(data)
-    records = _record_count(data)
-    # The original sent one message per record line.
-    assert records > 3 * len(serials)
-    assert len(events) <= len(serials)
-    kept = [e for e in events if _rules().wanted(e)]
-    assert len(kept) < len(events)
+    counters = Counters()
+    messages = _messages(counters=counters)
+    assert len(serials) > 300 and len(messages) < 40, len(messages)
+    # Every event is accounted for: filtered, in a message, a repeat, or routine.
+    events = len(events_of(data))
+    assert counters.filtered + counters.notified + counters.digested + counters.routine == events
 
 
-def _headlines(predicate=lambda e: True, path=ENRICHED):
-    return [format_event(e).body.split("\n")[0] for e in events_of(read(path), node="vm")
-            if _rules().wanted(e) and predicate(e)]
+def test_an_ssh_login_is_one_message_with_or_without_a_terminal():
+    found = headlines(_messages())
+    assert _one(r"⚠️ SSH login: anadmin from 127\.0\.0\.1 \(pts/0\), ended after \d+ s on vm", found)
+    assert _one(r"⚠️ SSH login: anuser from 127\.0\.0\.1 \(no terminal\).* on vm", found)
+    assert not any("session opened" in h or "credentials" in h for h in found)  # the PAM chain is folded
 
 
-def test_an_ssh_login_is_one_clear_message():
-    logins = _headlines(lambda e: e.get("type") == "USER_LOGIN" and e.get("res") == "success")
-    assert logins == ["✅ SSH login for anadmin from 127.0.0.1 on vm", "✅ SSH login for anvictim from 127.0.0.1 on vm"]
-    raw = _headlines(lambda e: e.get("type") == "USER_LOGIN" and e.get("res") == "success", SAMPLE)
-    assert raw and all(re.fullmatch(r"✅ SSH login for %s from 127\.0\.0\.1 on vm" % USER, h) for h in raw)
-    # The PAM records around it (USER_ACCT, CRED_*, USER_START/END) are dropped
-    # by the shipped blacklist: a login is one message, not 4+.
-    pam = _headlines(lambda e: e.get("exe") == "/usr/sbin/sshd" and e.get("res") == "success"
-                     and e.get("type") != "USER_LOGIN")
-    assert pam == []
+def test_failed_ssh_logins_of_one_source_are_one_message_naming_the_accounts():
+    found = headlines(_messages())
+    failed = [h for h in found if "Failed SSH login" in h]
+    assert failed == [_one(r"⚠️❌ Failed SSH login for anuser, root, admin, oracle from 127\.0\.0\.1 \(\d+ tries\) on vm",
+                            found)]
 
 
-def test_failed_ssh_logins_name_the_account_and_source():
-    failed = _headlines(lambda e: e.get("type") in ("USER_AUTH", "USER_LOGIN") and e.get("res") == "failed")
-    assert any(h == "❌ Failed SSH authentication for root from 127.0.0.1 on vm" for h in failed)
-    assert any(h == "❌ Failed SSH login for (invalid user) from 127.0.0.1 on vm" for h in failed)
+def test_a_sudo_command_names_the_command_what_it_touched_and_where_the_user_came_from():
+    found = headlines(_messages())
+    added = _one(r"🚨 anadmin ran sudo “/usr/sbin/useradd -m -s /bin/bash anvictim”%s → .* on vm" % FROM, found)
+    assert "user added: " in added and "group added: anvictim" in added
+    assert _one(r"⚠️❌ sudo refused: anuser tried “/usr/bin/cat /etc/shadow”%s on vm" % FROM, found)
+    assert _one(r"🚨 anadmin ran sudo “/usr/sbin/usermod -aG sudo anvictim”%s → group membership changed: anvictim.*"
+                % FROM, found)
 
 
-def test_a_sudo_command_is_decoded():
-    assert "✅ sudo: anadmin ran /usr/sbin/useradd -m -s /bin/bash anvictim as root on vm" in _headlines()
-    assert any(h.startswith("❌ sudo refused: anuser tried /usr/bin/cat /etc/shadow") for h in _headlines())
+def test_a_critical_message_lists_the_commands_and_the_events_it_folds():
+    [message] = [m for m in _messages() if "useradd -m" in m.body.split("\n")[0]]
+    assert message.severity == "critical" and len(message.serials) > 5
+    assert "session: SSH from 127.0.0.1, pts/0" in message.body
+    assert "ran: /usr/sbin/nscd" not in message.body  # an execvp search's failed tries are not listed
 
 
-def test_a_watched_file_change_names_path_and_key():
-    hits = _headlines(lambda e: e.get("key") == "identity" and e.get("syscall") == "rename")
-    assert "✅ Watched file replaced: /etc/passwd by anadmin as root via /usr/sbin/useradd (rule identity) on vm" in hits
+def test_rules_loaded_and_deleted_in_bulk_are_one_message_each():
+    found = headlines(_messages())
+    assert _one(r"⚠️ 9 audit rules loaded by root on vm", found)
+    assert _one(r"🚨 All 9 audit rules deleted by root on vm", found)
+    assert _one(r"🚨 auditd stopped: terminate on vm", found)
 
 
-def test_user_and_group_changes():
-    headlines = _headlines()
-    for expected in ("✅ User added: anvictim by anadmin as root on vm",
-                     "✅ Group added: anteam by anadmin as root on vm",
-                     "✅ Password changed: anvictim by anadmin as root on vm",
-                     "✅ User deleted: anvictim by anadmin as root on vm"):
-        assert expected in headlines
-
-
-def test_raw_sample_reads_the_same_way_with_numeric_ids():
+def test_raw_sample_gives_the_same_messages_with_numeric_ids():
     assert b"\x1d" in read(ENRICHED) and b"\x1d" not in read(SAMPLE)
-    raw = _headlines(path=SAMPLE)
-    assert any(re.fullmatch(r"✅ User added: %s by %s as root on vm" % (USER, USER), h) for h in raw)
-    assert any(re.fullmatch(r"✅ sudo: %s ran /usr/sbin/groupadd anteam as root on vm" % USER, h) for h in raw)
+    raw, enriched = headlines(_messages(SAMPLE)), headlines(_messages())
+    assert len(raw) == len(enriched)
+    assert sum(h.startswith("🚨") for h in raw) == sum(h.startswith("🚨") for h in enriched)

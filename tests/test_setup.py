@@ -124,7 +124,7 @@ def test_setup_then_a_real_event_arrives(tmp_path, root):
                 got += world.receiver.wait_for_messages(1, timeout=2)
                 if any("an-setup-marker" in m["body"] for m in got):
                     break
-        assert any(m["body"].startswith("✅ Audit message: an-setup-marker from /usr/sbin/auditctl") for m in got)
+        assert any(m["body"].startswith("⚠️ Audit message: an-setup-marker from /usr/sbin/auditctl") for m in got)
 
         # The doctor agrees (its plugins.d check looks under the same root).
         out = io.StringIO()

@@ -5,11 +5,16 @@ module per stage::
 
     auditd (format = string) ─ stdin ─┐
     ausearch --raw ... | or FILE ... ─┴─> reader    auparse feed: records -> events
-                                          events    an event's records and fields
-                                          rules     allow-list / blacklist
-                                          digest    floods -> one summary per window
-                                          format    headline + details (message: safe text)
-                                          spool     sqlite3 (WAL): accepted = on disk
+                                          events    an event's records and fields (facts: raw-text lookups)
+                                          rules     allow-list / blacklist / severity lines
+                                          severity  one event -> critical, warning or info, and why
+                                          grouper   events -> incidents (one human action each; incidents,
+                                                    programs: what sshd, sudo, apt... mean)
+                                          notify    incidents -> messages: alone, as a repeat, or in the
+                                                    routine summary (repeats)
+                                          format    headline + details (headlines: one event's; message:
+                                                    safe text)
+                                          spool     sqlite3 (WAL): accepted = on disk; edits by key
                                           sender    one warm matrix-commander (matrix), via a FIFO
                                           daemon    the select() loop, signals, reload
                                           cli       main(): the plugin, --dry-run, --status

@@ -150,7 +150,7 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
     plugin = Plugin(config, rules, auparse, sink, counters, rights=rights, make_sender=make_sender, reload=reload,
                     hostname=socket.gethostname())
     if plugin.sender is not None:
-        plugin.digester.restore(sink.state("digests"))
+        plugin.notifier.repeats.restore(sink.state("repeats"))
     wakeup = install_signals(plugin)
     if args.dry_run:
         mode = "dry run"
@@ -159,8 +159,7 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
                 % sink.state("pid", "?"))
     else:
         mode = "spool %s, sending with %s" % (config.spool_dir, config.matrix_commander)
-    log.info("started: config %s, %d blacklist and %d allow-list rules, %s",
-             config.source, len(rules.deny), len(rules.allow), mode)
+    log.info("started: config %s, %s, %s", config.source, rules.summary(), mode)
     for what in fixed:
         log.warning("fixed permissions: %s", what)
     if not args.dry_run and config.user == "root":

@@ -10,8 +10,9 @@ the doctor and the plugin all take them from here.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from typing import FrozenSet, List, Optional
+from typing import FrozenSet, List, Optional, Tuple
 
 # Where a fresh install keeps things (README, "Install"); setup writes the
 # same layout under --root.
@@ -67,6 +68,12 @@ class Config:
     max_messages_per_minute: int = 30
     digest_after: int = 5
     digest_window: float = 60.0
+    group_events: bool = True
+    routine_minutes: int = 60
+    mention: Tuple[str, ...] = ()
+    critical_room: str = ""
+    warning_room: str = ""
+    routine_room: str = ""
     user: str = "audit-notify"
     source: str = "(built-in defaults)"
 
@@ -116,6 +123,30 @@ def _choice(choices):
     return convert
 
 
+def _yes_no(text):
+    if text not in ("yes", "no"):
+        raise ValueError("must be yes or no")
+    return text == "yes"
+
+
+_MXID = re.compile(r"@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(?::\d+)?")
+
+
+def _mxids(text):
+    """Matrix user ids to mention, separated by spaces or commas."""
+    ids = tuple(part for part in re.split(r"[\s,]+", text) if part)
+    for mxid in ids:
+        if not _MXID.fullmatch(mxid):
+            raise ValueError("%r is not a Matrix user id like @alice:example.org" % mxid)
+    return ids
+
+
+def _room(text):
+    if text and not text.startswith(("#", "!")):
+        raise ValueError("must be a room alias (#name:server) or id")
+    return text
+
+
 _CONVERTERS = {
     "send_timeout": _positive_number(float),
     "eoe_timeout": _positive_number(int),
@@ -125,6 +156,13 @@ _CONVERTERS = {
     "max_messages_per_minute": _count,
     "digest_after": _count,
     "digest_window": _positive_number(float),
+    "group_events": _yes_no,
+    "routine_minutes": _positive_number(int),
+    "mention": _mxids,
+    "room": _room,
+    "critical_room": _room,
+    "warning_room": _room,
+    "routine_room": _room,
 }
 
 

@@ -18,9 +18,11 @@ class Counters:
     records: int = 0
     events: int = 0
     filtered: int = 0    # dropped by the blacklist / allow-list
-    notified: int = 0    # events accepted as notifications of their own
-    digested: int = 0    # events counted into a digest instead
-    digests: int = 0     # digest summaries accepted
+    incidents: int = 0   # incidents sent as messages of their own
+    notified: int = 0    # events in those incidents
+    digested: int = 0    # events in incidents counted as repeats instead
+    digests: int = 0     # repeat counts sent (each a message edited as it climbs)
+    routine: int = 0     # events in info incidents, counted into the routine summary
     sent: int = 0        # messages the homeserver acknowledged
     retried: int = 0     # failed send attempts, retried later
     rate_limited: int = 0  # of those, refused by the homeserver's rate limit

@@ -22,9 +22,8 @@ from typing import Callable, List, Optional, Tuple
 
 from .config import RESTART_KEYS, Config, Error, changed_keys
 from .counters import Counters
-from .digest import Digester
 from .events import Event
-from .format import format_event
+from .notify import Notifier
 from .logs import set_level
 from .message import Notification, notice
 from .reader import IDLE_TICK, READ_SIZE, EventReader
@@ -82,7 +81,7 @@ class Plugin:
         self.rules = rules
         self.sink = sink
         self.counters = counters
-        self.digester = Digester(config.digest_after, config.digest_window)
+        self.notifier = Notifier(config, rules, self._accept, counters)
         self._rights = rights
         self._make_sender = make_sender
         self.sender: Optional[Sender] = None
@@ -93,7 +92,7 @@ class Plugin:
         self._read = read
         self._host = hostname  # the node name when config.hostname is empty
         self.reader = EventReader(auparse, self._on_event, counters, config.hostname or hostname,
-                                  config.eoe_timeout, lazy=config.digest_after > 0)
+                                  config.eoe_timeout, lazy=_lazy(config))
         self.stopping = False
         self.reload_requested = False
         self._dirty_since: Optional[float] = None
@@ -108,32 +107,34 @@ class Plugin:
 
     def _on_event(self, event: Event):
         try:
-            if not self.rules.wanted(event):
-                self.counters.filtered += 1
-                return
-            alone, closed = self.digester.offer(event)
-            for summary in closed:
-                self._accept(summary, digest=True)
-            if alone:
-                self.counters.notified += 1
-                self._accept(format_event(event))
-            else:
-                self.counters.digested += 1
+            self.notifier.on_event(event)
         except Exception:  # noqa: BLE001 - one odd event must not stop the plugin
-            self.counters.problem("could not format an event", exc_info=True)
+            self.counters.problem("could not handle an event", exc_info=True)
 
-    def _accept(self, notification: Notification, digest: bool = False):
+    def _accept(self, notification: Notification):
+        room = self._room_for(notification)
+        if room:
+            notification = replace(notification, room=room)
         self.sink.add(notification)
-        self.counters.digests += digest
         if self._dirty_since is None:
             self._dirty_since = self._clock()
 
-    def _close_digests(self, everything: bool):
-        """Summaries of windows that are over: by event time as events
-        arrive, by the wall clock when the stream is quiet, all at the end."""
-        closed = self.digester.close_all() if everything else self.digester.due(self._wall())
-        for summary in closed:
-            self._accept(summary, digest=True)
+    def _room_for(self, notification: Notification) -> str:
+        """A separate room per severity, where the config names one ("" is
+        the configured room): the reliable lever for a phone's per-room
+        notification settings."""
+        config = self.config
+        if notification.kind == "routine":
+            return config.routine_room
+        return {"critical": config.critical_room, "warning": config.warning_room}.get(notification.severity, "")
+
+    def _notifier_due(self):
+        """Incidents, repeats and the routine summary by the wall clock: the
+        input is quiet, so nothing older is coming."""
+        try:
+            self.notifier.due(self._wall())
+        except Exception:  # noqa: BLE001 - as _on_event
+            self.counters.problem("could not handle an event", exc_info=True)
 
     def commit(self):
         """Make what was accepted durable; the sender also saves the
@@ -142,7 +143,7 @@ class Plugin:
         write in memory and is tried again COMMIT_RETRY later."""
         state = None
         if self.sender is not None:
-            state = {"counters": json.dumps(self.counters.snapshot()), "digests": self.digester.snapshot(),
+            state = {"counters": json.dumps(self.counters.snapshot()), "repeats": self.notifier.repeats.snapshot(),
                      "pid": str(os.getpid()), "updated": str(self._wall())}
         try:
             self.sink.commit(state)
@@ -182,15 +183,14 @@ class Plugin:
         later = [key for key in changed if key in RESTART_KEYS]
         config = replace(config, **{key: getattr(self.config, key) for key in later})
         self.config, self.rules = config, rules
-        self.digester.after, self.digester.window = config.digest_after, config.digest_window
-        self.reader.lazy = config.digest_after > 0
+        self.notifier.configure(config, rules)
+        self.reader.lazy = _lazy(config)
         self.reader.configure(config.hostname or self._host, config.eoe_timeout)
         set_level(config.log_level)
         self.sink.configure(config)
         if self.sender is not None:
             self.sender.configure(config)
-        log.info("reloaded %s: %d blacklist rules, %d allow-list rules; changed: %s",
-                 config.source, len(rules.deny), len(rules.allow),
+        log.info("reloaded %s: %s; changed: %s", config.source, rules.summary(),
                  ", ".join(key for key in changed if key not in later) or "no settings")
         for key in later:
             log.warning("reload: %s changed, but it takes effect only when the plugin restarts "
@@ -211,9 +211,9 @@ class Plugin:
         times = [self._next_report]
         if self.reader.pending():
             times.append(now + IDLE_TICK)
-        if self.digester.windows:
-            end = min(w.start for w in self.digester.windows.values()) + self.digester.window
-            times.append(now + max(0.0, end - self._wall()))
+        due = self.notifier.next_due()
+        if due is not None:
+            times.append(now + max(0.0, due - self._wall()))
         if self._dirty_since is not None:
             times.append(self._commit_after)
         if self.sender is not None:
@@ -268,8 +268,8 @@ class Plugin:
         # so aging while an old log streams in would cut events in two.
         if not got_input and self.reader.pending():
             self.reader.age()
-        if not got_input and self.digester.windows:
-            self._close_digests(everything=False)
+        if not got_input and self.notifier.pending():
+            self._notifier_due()
         if now >= self._next_bounds:
             self._next_bounds = now + BOUNDS_INTERVAL
             self._enforce_bounds()
@@ -303,15 +303,15 @@ class Plugin:
         """Emit what auparse and the digests hold, commit, let the sender
         work for its time, log the totals."""
         self.reader.flush()
-        self._close_digests(everything=True)
+        self.notifier.close_all()
         self.commit()
         if self.sender is not None:
             at_eof = ending == EOF
             self.sender.stop(EOF_DRAIN_SECONDS if at_eof else SHUTDOWN_GRACE, self._wait, drain=at_eof)
         self.commit()
         c = self.counters
-        log.info("exiting: %s; events %d = filtered %d + sent alone %d + digested %d",
-                 self.report(), c.events, c.filtered, c.notified, c.digested)
+        log.info("exiting: %s; events %d = filtered %d + in %d messages %d + repeats %d + routine %d",
+                 self.report(), c.events, c.filtered, c.incidents, c.notified, c.digested, c.routine)
 
 
 def _drain(fd: int):
@@ -332,3 +332,10 @@ def install_signals(plugin: Plugin) -> Tuple[int, int]:
     signal.signal(signal.SIGINT, plugin.request_stop)
     signal.signal(signal.SIGHUP, plugin.request_reload)
     return read_end, write_end
+
+
+def _lazy(config: Config) -> bool:
+    """Whether events start as summaries (reader.py): worth it unless every
+    event is formatted (no grouping, no repeats), where reading them twice
+    would only cost."""
+    return config.group_events or config.digest_after > 0
