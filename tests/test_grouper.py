@@ -7,8 +7,9 @@ with the processes and sessions that decide it; the recorded days
 from corpus import events_of
 from records import O_RDONLY, O_WRONLY_CREAT_TRUNC, UNSET, Clock, syscall, user
 
-from audit_notify import grouper as grouping
-from audit_notify.grouper import CRITICAL_HOLD, UPDATE_INTERVAL, Grouper
+from audit_notify import agenda
+from audit_notify.agenda import CRITICAL_HOLD, UPDATE_INTERVAL
+from audit_notify.grouper import MAX_PROCESSES, QUIET_DEFAULT, Grouper
 from audit_notify.severity import CRITICAL, INFO, WARNING, classify
 
 # Ids no test machine has, so that no name lookup changes a result.
@@ -107,7 +108,7 @@ def test_a_quiet_spell_ends_an_incident():
     write = dict(exe="/usr/bin/vi", a0="ffffff9c", a2=O_WRONLY_CREAT_TRUNC, paths=[("/etc/hosts", "NORMAL")],
                  auid=ALICE, uid="0", pid=2000)
     log.feed(syscall("openat", stamp=clock.stamp(), **write) + syscall("openat", stamp=clock.stamp(1.0), **write) +
-             syscall("openat", stamp=clock.stamp(grouping.QUIET_DEFAULT + 0.1), **write))
+             syscall("openat", stamp=clock.stamp(QUIET_DEFAULT + 0.1), **write))
     log.end()
     assert [i.count for i in log.incidents()] == [2, 1]
 
@@ -125,17 +126,43 @@ def _login(clock, ses, pid, addr="198.51.100.20"):
     return text
 
 
-def test_a_login_is_one_incident_and_its_end_edits_it_after_it_was_sent():
+def test_a_terminal_login_goes_out_at_once_and_is_edited_with_what_is_typed_until_it_ends():
     clock, log = Clock(), Log()
     log.feed(_login(clock, ses="7", pid=3000))
-    log.grouper.due(clock.now + 60)  # a minute of nothing: the login's message is out
+    log.grouper.due(clock.now + 60)  # a minute of nothing: the login's message is out, the session goes on
     [(_, login, count, closed)] = log.handed
-    assert login.kind == "login" and closed and count == 6 and login.severity == WARNING
+    assert login.kind == "login" and not closed and count == 6 and login.severity == WARNING
+    shell = dict(uid=ALICE, auid=ALICE, ses="7", tty="pts1")
+    text = syscall("execve", exe="/usr/bin/bash", a0="55d0", paths=[("/usr/bin/bash", "NORMAL")], pid=3010,
+                   ppid=3001, argv=("-bash",), stamp=clock.stamp(1), **shell)
+    for i, argv in enumerate((("whoami",), ("ss", "-tlnp"))):
+        text += syscall("execve", exe="/usr/bin/" + argv[0], a0="55d0", paths=[("/usr/bin/" + argv[0], "NORMAL")],
+                        pid=3020 + i, ppid=3010, argv=argv, stamp=clock.stamp(30), **shell)
+    log.feed(text)
+    log.grouper.due(clock.now + 60)
+    assert login.facts["typed"] == ["whoami", "ss -tlnp"] and not login.closed
     log.feed(user("USER_END", "PAM:session_close", acct="alice", pid=3000, auid=ALICE, ses="7",
                   stamp=clock.stamp(3600)))
     log.end()
-    assert [incident for _, incident, _, _ in log.handed] == [login, login]
+    versions = [(incident, closed) for _, incident, _, closed in log.handed if incident is login]
+    assert len(versions) == 3 and versions[-1][1]  # the first, an edit for what was typed, the end
     assert login.facts["ended"] - login.first >= 3600
+
+
+def test_the_end_of_a_login_already_closed_edits_it():
+    """A login without a terminal closes after its quiet spell; a session
+    end that comes later still edits it (its length)."""
+    clock, log = Clock(), Log()
+    text = _login(clock, ses="8", pid=3100).replace("terminal=/dev/pts/1", "terminal=ssh")
+    log.feed(text)
+    log.grouper.due(clock.now + 60)
+    [(_, login, _, closed)] = log.handed
+    assert closed
+    log.feed(user("USER_END", "PAM:session_close", acct="alice", pid=3100, auid=ALICE, ses="8",
+                  stamp=clock.stamp(600)))
+    log.end()
+    assert [incident for _, incident, _, _ in log.handed] == [login, login]
+    assert login.facts["ended"] - login.first >= 600
 
 
 def test_failed_logins_of_one_source_are_one_incident_another_source_is_another():
@@ -240,13 +267,13 @@ def test_memory_is_bounded_whatever_comes():
     event is lost for it (the oldest go out early)."""
     clock, log = Clock(), Log()
     grouper = log.grouper
-    total, peak = grouping.MAX_OPEN + 2000, 0
+    total, peak = agenda.MAX_OPEN + 2000, 0
     for i in range(0, total, 500):
         text = "".join(syscall("openat", exe="/usr/bin/vi", a0="ffffff9c", a2=O_WRONLY_CREAT_TRUNC,
                                paths=[("/srv/f%d" % j, "NORMAL")], key="w", auid=ALICE, pid=100000 + j,
                                stamp=clock.stamp(0.00001)) for j in range(i, i + 500))
         log.feed(text)
         peak = max(peak, len(grouper._open))
-    assert peak == grouping.MAX_OPEN and len(grouper._procs) <= grouping.MAX_PROCESSES
+    assert peak == agenda.MAX_OPEN and len(grouper._procs) <= MAX_PROCESSES
     log.end()
     assert sum(incident.count for incident in log.incidents()) == total

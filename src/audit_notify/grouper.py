@@ -14,57 +14,46 @@ incidents.py), decided from what the kernel and PAM give every record:
   after a quiet spell (of the events' own time, so that a file read with
   --dry-run gives what the live plugin sends).
 
-An incident is handed to ``emit`` when it is first due (at its close, or
-CRITICAL_HOLD after it turned critical: a critical action does not wait
-for more pieces) and again when it has changed (an update: the message is
-edited), at most every UPDATE_INTERVAL and at its close.
+When each incident goes out, is edited and closes is the Agenda's
+business (agenda.py), which the Grouper extends.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .agenda import Agenda
 from .events import Event
 from .incidents import Incident, Piece, Session, safe_key
 from .programs import (ELEVATORS, LOGIN_SERVICES, SCHEDULERS, SHELLS, basename, changes_packages, command_words,
                        is_package_manager, packages)
 from .severity import INFO, RANK, WARNING, Verdict
 
-# A critical incident goes out at most this long after it turned critical,
-# whatever may still join it (later pieces edit the message).
-CRITICAL_HOLD = 2.0
 # An incident closes once no piece has joined it for this long (seconds of
 # the events' own time); some kinds wait longer (QUIET).
 QUIET_DEFAULT = 2.0
 QUIET = {"login": 5.0, "sudo": 10.0, "su": 10.0, "package": 15.0, "session-command": 10.0}
-# A sent incident that changes is edited at most this often, and once more
-# when it closes.
-UPDATE_INTERVAL = 10.0
 # At most this many incidents are open at once, processes and sessions
 # remembered; past it the oldest go (a bound on memory, not a setting).
-MAX_OPEN = 5000
 MAX_PROCESSES = 50000
 MAX_SESSIONS = 5000
+# Commands typed in a session that its login's message lists.
+MAX_TYPED = 30
 
 
-class Grouper:
+class Grouper(Agenda):
     """Folds events into incidents; see the module docstring.  ``emit``
     gets an incident each time a version of its message is due."""
 
     def __init__(self, emit: Callable[[Incident], None], grouping: bool = True):
-        self._emit = emit
+        super().__init__(emit)
         self.grouping = grouping
-        self._open: "OrderedDict[str, Incident]" = OrderedDict()
         self._procs: "OrderedDict[Tuple[str, str], Incident]" = OrderedDict()
         self._sessions: "OrderedDict[Tuple[str, str], Session]" = OrderedDict()
         self._anchors: Dict[Tuple[str, str, str], Incident] = {}  # (node, kind, anchor id) -> open incident
         self._elevations: Dict[Tuple[str, str], List[Incident]] = {}  # (node, ses) -> open sudo/su
         self._shells: "OrderedDict[Tuple[str, str], str]" = OrderedDict()  # interactive shells: what opened them
-        self._agenda: List[Tuple[float, int, str]] = []  # (when, tie-break, key): a heap, lazily cleaned
-        self._serial = 0
-        self.now = 0.0
 
     # -- the way in -----------------------------------------------------------
 
@@ -83,48 +72,6 @@ class Grouper:
         if incident.kind not in ("auditd", "shell"):
             self._remember_process(event, incident)
         self.due(self.now)  # a critical incident may be due at once
-
-    def due(self, now: float):
-        """Hand over what is due by ``now`` (event time; the daemon passes
-        the wall clock when the input is quiet), and close what went quiet."""
-        self.now = max(self.now, now)
-        while self._agenda and self._agenda[0][0] <= now:
-            _when, _tie, key = heapq.heappop(self._agenda)
-            incident = self._open.get(key)
-            if incident is None:
-                continue
-            if now >= incident.absorbs_until:
-                self._close(incident)
-            elif incident.critical_at is not None and not incident.emitted and \
-                    now >= incident.critical_at + CRITICAL_HOLD:
-                self._hand_over(incident)
-            elif incident.emitted and incident.changed and now >= incident.emitted_at + UPDATE_INTERVAL:
-                self._hand_over(incident)
-            else:
-                self._schedule(incident)
-        while len(self._open) > MAX_OPEN:
-            self._close(next(iter(self._open.values())))
-
-    def _schedule(self, incident: Incident):
-        """Put the incident's next moment on the agenda."""
-        when = incident.absorbs_until
-        if incident.critical_at is not None and not incident.emitted:
-            when = min(when, incident.critical_at + CRITICAL_HOLD)
-        elif incident.emitted and incident.changed:
-            when = min(when, incident.emitted_at + UPDATE_INTERVAL)
-        self._serial += 1
-        heapq.heappush(self._agenda, (when, self._serial, incident.key))
-
-    def next_due(self) -> Optional[float]:
-        """The event time at which due() may have something to do."""
-        return self._agenda[0][0] if self._agenda else None
-
-    def close_all(self):
-        for incident in list(self._open.values()):
-            self._close(incident)
-
-    def pending(self) -> bool:
-        return bool(self._open)
 
     # -- sessions -------------------------------------------------------------
 
@@ -216,6 +163,8 @@ class Grouper:
                 self._shell(event, "")
             if (node, ppid) in self._shells and self._shells[(node, ppid)]:
                 incident.facts["shell_of"] = self._shells[(node, ppid)]
+            if (node, ppid) in self._shells:
+                self._typed(node, facts.get("ses"), " ".join(words))
         session = self.session(node, facts.get("ses"))
         if session is not None and session.service in ("cron", "at", "anacron", "systemd"):
             incident.routine = True
@@ -254,13 +203,13 @@ class Grouper:
         """A login takes its PAM chain, the scripts run at login (motd), and,
         without a terminal, the remote command (ssh host cmd, scp, sftp); an
         interactive shell's commands are the user's own actions."""
-        if event.get("type") != "SYSCALL" or "EXECVE" not in event.types():
-            return True
-        if login.session is not None and login.session.terminal:
-            tty = event.facts.get("tty")
-            if tty and not event.facts.unset("tty") and event.timestamp > login.facts.get("logged_in", 1e18):
-                return False
-        return True
+        if event.get("type") != "SYSCALL" or event.timestamp <= login.facts.get("logged_in", 1e18):
+            return True  # PAM and LOGIN records; what runs before the login is done
+        if login.session is None or not login.session.terminal:
+            return True  # ssh host cmd, scp, sftp: the command is the login's action
+        # A terminal session: what runs in it is the person's own doing, apart
+        # from the login service's own processes (sshd writing utmp at logout).
+        return basename(event.facts.get("exe")) in LOGIN_SERVICES
 
     def _elevated_context(self, event: Event) -> Optional[Incident]:
         """The sudo or su whose command this is, when its parent is not in
@@ -331,11 +280,18 @@ class Grouper:
             incident.anchor = incident.anchor if incident.anchor and incident.anchor.get("type") == "USER_LOGIN" \
                 else event
             incident.raise_to(WARNING, event.timestamp)
+            if incident.session is not None and incident.session.terminal and not incident.facts.get("ended"):
+                # Someone types in it: the message goes out once the login is
+                # done, and is edited with what is typed until the session ends.
+                incident.held_open = True
         if rtype in ("USER_END", "USER_LOGOUT") and incident.facts.get("logged_in"):
             incident.facts["ended"] = event.timestamp
+            incident.held_open = False
         if failed:
             incident.anchor = incident.anchor or event
-        return self._join(incident, event, verdict, QUIET["login"])
+        joined = self._join(incident, event, verdict, QUIET["login"])
+        self._schedule(incident)  # held open or not, its next moment may have changed
+        return joined
 
     def _login_of(self, event: Event) -> Incident:
         """The login a successful PAM record belongs to: its session's (sshd
@@ -365,7 +321,10 @@ class Grouper:
             return None
         if not login.closed:
             login.facts["ended"] = max(login.facts.get("ended", 0.0), event.timestamp)
-            return self._join(login, event, verdict, 0.0)
+            login.held_open = False
+            joined = self._join(login, event, verdict, 0.0)
+            self._schedule(login)
+            return joined
         return self._late(login, event, verdict, ended=True, edit=True)
 
     def _late(self, incident: Incident, event: Event, verdict: Verdict, ended: bool, edit: bool) -> Incident:
@@ -417,12 +376,15 @@ class Grouper:
                 opened[:] = [other for other in opened if not other.closed] + [incident]
         if rtype == "SYSCALL" and facts.command:
             words = command_words(event)
+            if "invocation" not in incident.facts and (node, facts.get("ppid")) in self._shells:
+                self._typed(node, facts.get("ses"), " ".join(words))
             incident.facts.setdefault("invocation", " ".join(words))
             if elevator in ("su", "runuser"):
                 incident.facts["interactive"] = "1" if "-c" not in words and "--command" not in words else ""
         if rtype == "USER_CMD":
             incident.anchor = event
             incident.facts["cmd"] = facts.get("cmd")
+            self._cap_packages(incident, facts.get("cmd").split())  # sudo apt-get ..., even unseen as an exec
             incident.facts["failed"] = "1" if verdict.why == "login failed" or facts.get("res") == "failed" else ""
             first = (facts.get("cmd").split() or [""])[0]
             incident.facts["interactive"] = "1" if basename(first) in SHELLS and "-c" not in facts.get(
@@ -437,6 +399,21 @@ class Grouper:
             return self._join(incident, event, verdict, 0.0)
         incident.raise_to(WARNING, event.timestamp)
         return self._join(incident, event, verdict, QUIET["sudo"])
+
+    def _typed(self, node: str, ses: str, command: str):
+        """A command typed in a session's shell: its login's message lists it
+        (an edit, at most every UPDATE_INTERVAL), whatever the command's own
+        fate (routine, or a message of its own)."""
+        session = self._sessions.get((node, ses))
+        login = session.login if session is not None else None
+        if login is None or login.closed or not login.held_open:
+            return
+        typed = login.facts.setdefault("typed", [])
+        if len(typed) < MAX_TYPED:
+            typed.append(command)
+        login.facts["typed_count"] = login.facts.get("typed_count", 0) + 1
+        login.changed = True
+        self._schedule(login)
 
     def _running(self, node: str, ses: str, programs: Tuple[str, ...]) -> Optional[Incident]:
         """The latest open sudo or su of session ``ses`` whose command is
@@ -527,14 +504,8 @@ class Grouper:
             verdict = Verdict(INFO, verdict.why)  # sshd writing lastlog, wtmp, its pty: a login's bookkeeping
         elif incident.capped and verdict.why.endswith(" erased"):
             verdict = Verdict(INFO, verdict.why)  # a package manager rotating its own logs
-        if incident.kind != "package" and not incident.capped and event.facts.command and \
-                is_package_manager(command_words(event)):
-            # A package manager run inside a sudo, a login...: its children
-            # write system files and add users as a matter of course.
-            words = command_words(event)
-            incident.capped = WARNING if changes_packages(words) else INFO
-            incident.facts.setdefault("packages", " ".join(packages(words)))
-            incident.facts.setdefault("package_command", " ".join(words))
+        if event.facts.command:
+            self._cap_packages(incident, command_words(event))
         was_critical, was_changed = incident.critical_at is not None, incident.changed
         incident.add(event, verdict, quiet)
         if incident.session is None and not event.facts.unset("ses"):
@@ -544,16 +515,19 @@ class Grouper:
             self._schedule(incident)
         return incident
 
-    def _hand_over(self, incident: Incident):
-        incident.new_text = incident.changed or not incident.emitted
-        incident.emitted += 1
-        incident.emitted_at = self.now
-        incident.changed = False
-        self._emit(incident)
+    @staticmethod
+    def _cap_packages(incident: Incident, words: List[str]):
+        """A package manager run inside a sudo, a login...: its children
+        write system files and add users as a matter of course, so what
+        they do counts as a warning at most (a query: as routine)."""
+        if incident.kind == "package" or incident.capped or not is_package_manager(words):
+            return
+        incident.capped = WARNING if changes_packages(words) else INFO
+        incident.facts.setdefault("packages", " ".join(packages(words)))
+        incident.facts.setdefault("package_command", " ".join(words))
 
-    def _close(self, incident: Incident):
-        incident.closed = True
-        self._open.pop(incident.key, None)
+    def _forget(self, incident: Incident):
+        """A closed incident is no anchor and no open elevation any more."""
         anchored = incident.facts.get("anchored")
         if anchored and self._anchors.get(anchored) is incident:
             del self._anchors[anchored]
@@ -561,4 +535,3 @@ class Grouper:
             opened = self._elevations.get((incident.node, incident.session.ses))
             if opened and incident in opened:
                 opened.remove(incident)
-        self._hand_over(incident)  # the final version (new text or not): its events are accounted then

@@ -71,6 +71,7 @@ class Incident:
     anchor: Optional[Event] = None   # the event that says what the action is
     facts: Dict[str, str] = field(default_factory=dict)  # kind-specific: command, packages, counts...
     absorbs_until: float = 0.0
+    held_open: bool = False          # a login with a terminal: open until its session ends
     critical_at: Optional[float] = None
     closed: bool = False
     emitted: int = 0                 # how many versions were handed to emit
@@ -81,6 +82,7 @@ class Incident:
     fate: str = ""                   # what notify.py made of it: routine, alone, repeat
     new_text: bool = True            # whether this version of its message says anything new
     accounted: int = 0               # of its events, how many the counters have
+    sent_gist: tuple = ()            # what its last message said, but for the event count
 
     def add(self, event: Event, verdict: Verdict, quiet: float):
         self.count += 1

@@ -21,7 +21,8 @@ from .config import Config
 from .counters import Counters
 from .events import Event
 from .format import format_incident, format_repeat, format_routine, repeat_headline, routine_label
-from .grouper import UPDATE_INTERVAL, Grouper
+from .agenda import UPDATE_INTERVAL
+from .grouper import Grouper
 from .incidents import Incident
 from .message import Notification
 from .repeats import Repeats, Routine
@@ -77,7 +78,13 @@ class Notifier:
             else:
                 self.counters.notified += counted
         if incident.fate == "alone" and incident.new_text:
-            self._send(format_incident(incident, self.mentions))
+            note = format_incident(incident, self.mentions)
+            # An edit only when the message reads differently: more events
+            # joining (the last line's count) is not worth one.
+            gist = (note.severity, note.body.rsplit("\n", 1)[0])
+            if gist != incident.sent_gist:
+                incident.sent_gist = gist
+                self._send(note)
 
     def _decide(self, incident: Incident):
         """Routine, a message of its own, or a count of repeats: decided once,

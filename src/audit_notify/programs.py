@@ -57,6 +57,26 @@ def command_words(event: Event) -> List[str]:
     return words
 
 
+def argv_of(event: Event) -> List[str]:
+    """The command line of the process behind an event: its exec's argv,
+    or, for any other syscall, the PROCTITLE (the kernel's first 128 bytes
+    of the process's argv)."""
+    if event.facts.command:
+        return command_words(event)
+    title = event.facts.get("proctitle")
+    return [word for word in title.split("\0") if word] if "\0" in title else []
+
+
+def argv_paths(words: List[str]) -> List[str]:
+    """The absolute paths a command line names (``--output=/x`` too)."""
+    paths = []
+    for word in words[1:]:
+        path = word.split("=", 1)[-1] if word.startswith("--") else word
+        if path.startswith("/"):
+            paths.append(path)
+    return paths
+
+
 def is_package_manager(words: List[str]) -> bool:
     """Whether an argv runs a package manager (``python3 -m pip`` too)."""
     names = [basename(word) for word in words[:2]]

@@ -26,10 +26,11 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from .events import Event
 from .keymap import KEY_SEVERITY
+from .programs import argv_of, argv_paths, command_words
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 LEVELS = (CRITICAL, WARNING, INFO)
@@ -335,6 +336,14 @@ def by_syscall(event: Event) -> Optional[Verdict]:
         return Verdict(CRITICAL if request in _PTRACE_WRITES else WARNING, "process traced (ptrace)")
     if syscall.startswith(("chmod", "fchmod")) and _mode_argument(event) & 0o6000:
         return Verdict(CRITICAL, "setuid/setgid bit set")
+    if syscall.startswith(("chmod", "fchmod")) and _mode_argument(event) & 0o111:
+        # A file made executable where programs do not belong: the step
+        # before running something fetched (Wazuh's ANOM_MK_EXEC).
+        for path in facts.written_paths():
+            where = odd_place(path)
+            if where:
+                return Verdict(CRITICAL if where.startswith("a hidden file") else WARNING,
+                               "made executable in " + where)
     if syscall in ("execve", "execveat"):
         return _by_exec(event)
     if syscall.startswith(("mount", "umount", "fsmount", "move_mount")):
@@ -344,7 +353,7 @@ def by_syscall(event: Event) -> Optional[Verdict]:
         return Verdict(WARNING if _by_person(event) else INFO, "clock set")
     if syscall in ("sethostname", "setdomainname"):
         return Verdict(WARNING, "host name changed")
-    return _by_path(event)
+    return _by_path(event) or _by_argv(argv_of(event))
 
 
 # Where the system's own setuid programs live: one elsewhere was planted.
@@ -386,6 +395,32 @@ def _by_exec(event: Event) -> Optional[Verdict]:
         return Verdict(CRITICAL, "setuid-root program run from outside the system's directories")
     if exe.endswith("/pkexec") and facts.command.startswith("argc=0"):
         return Verdict(CRITICAL, "pkexec run without arguments (CVE-2021-4034)")
+    return _by_argv(command_words(event))
+
+
+# Programs whose arguments say what they do to a file: erase it, or fetch
+# something from the network into it.
+_ERASERS = frozenset(("rm", "shred", "truncate", "unlink", "wipe", "srm"))
+_DOWNLOADERS = frozenset(("wget", "curl", "aria2c", "fetch", "tftp", "lwp-download"))
+
+
+def _by_argv(words: List[str]) -> Optional[Verdict]:
+    """What a command line says it will do, for rule sets that log execs
+    but not the writes (truncate -s 0 /var/log/x; wget -O /tmp/.x URL)."""
+    if not words:
+        return None
+    program = os.path.basename(words[0])
+    if program not in _ERASERS and program not in _DOWNLOADERS:
+        return None
+    for path in argv_paths(words):
+        if program in _ERASERS:
+            label = place(path, EVIDENCE_PLACES)
+            if label:
+                return Verdict(WARNING, label + " erased")
+        else:
+            where = odd_place(path)
+            if where:
+                return Verdict(WARNING, "download to " + where)
     return None
 
 
