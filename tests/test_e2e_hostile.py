@@ -567,16 +567,19 @@ def test_vector(run, vector):
     assert headline.startswith(prefix) and headline.endswith(suffix), where
     if vector.shown is None:
         return
-    # Shown visibly: the escaped name in the headline, and in <code> as
-    # text a client renders literally.  A "user:" detail line (the plugin
-    # may leave it out when the headline says it) must read the same.
-    assert headline == prefix + vector.shown + suffix, where
+    # Shown visibly: the escaped name in the headline (between “ ” unless
+    # it is plain: a name must not read as more of the sentence), and in
+    # <code> as text a client renders literally.  A "user:" detail line (the
+    # plugin may leave it out when the headline says it) must read the same.
+    bare = re.fullmatch(r"[\w./:@\uff20+%,=~\[\]\\-]+", vector.shown) and not vector.shown.startswith("-")
+    plain = vector.shown if bare else "\u201c%s\u201d" % vector.shown
+    assert headline == prefix + plain + suffix, where
     escaped = html.escape(vector.shown)
-    assert formatted.startswith("\u26a0\ufe0f\u274c <b>Failed SSH authentication for <code>%s</code> from <code>%s</code> "
-                                "on <code>%s</code></b>" % (escaped, PEER, html.escape(NODE))), where
+    assert formatted.startswith("\u26a0\ufe0f\u274c <b>Failed SSH authentication for <code>%s</code> from "
+                                "<code>%s</code> on <code>%s</code></b>" % (escaped, PEER, html.escape(NODE))), where
     assert facts.code[0] == vector.shown and vector.shown in facts.text, "%s: code texts %r" % (where, facts.code)
     users = [line for line in body.split("\n") if line.startswith("user: ")]
-    assert users in ([], ["user: " + vector.shown]), where
+    assert users in ([], ["user: " + plain]), where
     html_users = [line for line in formatted.split("<br>\n") if line.startswith("user: ")]
     assert html_users in ([], ["user: <code>%s</code>" % escaped]), where
 

@@ -14,7 +14,8 @@ from audit_notify.repeats import MAX_WINDOW, Repeats, Routine, top
 from audit_notify.rules import RuleSet
 from audit_notify.severity import CRITICAL, WARNING
 
-HEAD = ("headline", "<b>headline</b>")
+def HEAD():
+    return ("headline", "<b>headline</b>")
 
 
 def test_the_first_few_go_alone_then_one_count_climbs_until_quiet():

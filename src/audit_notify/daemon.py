@@ -22,7 +22,7 @@ from typing import Callable, List, Optional, Tuple
 
 from .config import RESTART_KEYS, Config, Error, changed_keys
 from .counters import Counters
-from .events import Event
+from .events import NORMALIZED, Event
 from .notify import Notifier
 from .logs import set_level
 from .message import Notification, notice
@@ -93,6 +93,7 @@ class Plugin:
         self._host = hostname  # the node name when config.hostname is empty
         self.reader = EventReader(auparse, self._on_event, counters, config.hostname or hostname,
                                   config.eoe_timeout, lazy=_lazy(config))
+        self.reader.normalize = bool(rules.fields() & NORMALIZED)
         self.stopping = False
         self.reload_requested = False
         self._dirty_since: Optional[float] = None
@@ -185,6 +186,7 @@ class Plugin:
         self.config, self.rules = config, rules
         self.notifier.configure(config, rules)
         self.reader.lazy = _lazy(config)
+        self.reader.normalize = bool(rules.fields() & NORMALIZED)
         self.reader.configure(config.hostname or self._host, config.eoe_timeout)
         set_level(config.log_level)
         self.sink.configure(config)

@@ -32,6 +32,10 @@ SUMMARY_FIELDS = ("type", "time", "node", "serial", "records", "kind", "action",
                   "session", "primary_subject", "secondary_subject", "primary_object", "secondary_object",
                   "result", "key", "success")
 _SUMMARY = frozenset(SUMMARY_FIELDS)
+# The fields auparse's normalizer gives (the original script's): a summary
+# may leave them out (EventReader.normalize) and read them on demand.
+NORMALIZED = frozenset(("kind", "action", "object_kind", "how", "session", "primary_subject", "secondary_subject",
+                        "primary_object", "secondary_object"))
 _EVENT_LEVEL_SET_LATER = frozenset(("node", "serial", "records"))
 
 
@@ -95,8 +99,11 @@ class Event:
         return self._records
 
     def get(self, name: str, default: str = "") -> str:
-        if self._load is not None and name not in _SUMMARY and name not in self._fields:
-            self._read_all()  # not a summary field: only the whole event knows
+        value = self._fields.get(name)
+        if value is not None:
+            return value
+        if self._load is not None and (name not in _SUMMARY or (name in NORMALIZED and "kind" not in self._fields)):
+            self._read_all()  # not in the summary: only the whole event knows
         return self._fields.get(name, default)
 
     def values(self, name: str) -> List[str]:
@@ -356,7 +363,7 @@ def _first_value(au, name: str) -> Optional[str]:
 
 
 def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str], Optional[str]],
-                        read_again: Callable[[str], Optional[Event]]) -> Event:
+                        read_again: Callable[[str], Optional[Event]], normalize: bool = True) -> Event:
     """An Event that holds only SUMMARY_FIELDS until more is asked for,
     then calls ``read_again`` on its records' lines.  An event whose lines
     cannot be had exactly as fed (enrichment lost, bytes that are not
@@ -364,7 +371,9 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
     stamp = au.get_timestamp()
     if stamp is None:
         raise Malformed("a record without type= and msg=audit(...)")
-    normalized = _normalized(au, auparse)
+    # The normalizer is a fifth of reading a flood; without rules on its
+    # fields it waits until a message asks (read again, then).
+    normalized = _normalized(au, auparse) if normalize else {}
     types, texts, ended, typed = [], [], False, []
     au.first_record()
     while True:
@@ -395,7 +404,7 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
     if result is not None:
         fields["result"] = result
     for name in SUMMARY_FIELDS:
-        if name not in fields and name not in _EVENT_LEVEL_SET_LATER:
+        if name not in fields and name not in _EVENT_LEVEL_SET_LATER and (normalize or name not in NORMALIZED):
             value = _first_value(au, name)
             if value is not None:
                 fields[name] = value

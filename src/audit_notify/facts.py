@@ -35,7 +35,7 @@ UNSET = frozenset(("4294967295", "-1", "(none)", "?", "(null)", ""))
 
 
 def _value(name: str, raw: str) -> str:
-    if raw.startswith('"'):
+    if raw[:1] == '"':
         return raw[1:-1]
     if name in _MAYBE_HEX and _HEX.fullmatch(raw):
         return bytes.fromhex(raw).decode("utf-8", "surrogateescape")
@@ -47,19 +47,48 @@ def _value(name: str, raw: str) -> str:
 _OP = re.compile(r"(?:^| |')op=(.*?)(?= [a-z][a-z0-9_-]*=|'|$)")
 
 
-def pairs(text: str) -> List[Tuple[str, str]]:
-    """The name=value pairs of one record's text, values unquoted and
-    unhexed (the enrichment after 0x1d is not read)."""
+def pairs(text: str, wanted: frozenset = frozenset()) -> List[Tuple[str, str]]:
+    """The name=value pairs of one record's text (only ``wanted`` names, if
+    given), values unquoted and unhexed (the enrichment after 0x1d is not
+    read)."""
     body = text.split("\x1d", 1)[0]
     prefix = _PREFIX.match(body)
     if prefix:
         body = body[prefix.end():]
-    found = [(name, _value(name, raw)) for name, raw in _PAIR.findall(body)]
-    if " op=" in body or "'op=" in body or body.startswith("op="):
+    pattern = _WANTED_PAIRS.get(wanted) or _PAIR
+    found = [(name, raw[1:-1] if raw[:1] == '"' else _value(name, raw) if name in _MAYBE_HEX else raw)
+             for name, raw in pattern.findall(body)]
+    if (" op=" in body or "'op=" in body or body.startswith("op=")) and (not wanted or "op" in wanted):
         op = _OP.search(body)
         if op:
             found = [("op", op.group(1).strip('"')) if name == "op" else (name, value) for name, value in found]
     return found
+
+
+_SKIPPED = frozenset(("SOCKADDR", "BPRM_FCAPS", "MMAP", "OBJ_PID", "NETFILTER_PKT", "EOE"))
+
+
+# A SYSCALL record as the kernel writes it (audit_log_task_info), fields in
+# this order; anything else goes the generic way.
+_SYSCALL_NAMES = ("syscall", "success", "exit", "a0", "a1", "a2", "a3", "items", "ppid", "pid", "auid", "uid", "gid",
+                  "euid", "tty", "ses", "comm", "exe", "key")
+_SYSCALL = re.compile(
+    r"syscall=(\S+) (?:success=(\S+) exit=(\S+) )?a0=(\S+) a1=(\S+) a2=(\S+) a3=(\S+) items=(\S+) ppid=(\S+) "
+    r"pid=(\S+) auid=(\S+) uid=(\S+) gid=(\S+) euid=(\S+) suid=\S+ fsuid=\S+ egid=\S+ sgid=\S+ fsgid=\S+ "
+    r"tty=(\S+) ses=(\S+) comm=(\"[^\"]*\"|\S+) exe=(\"[^\"]*\"|\S+)(?: subj=\S+)? key=(\"[^\"]*\"|\S+)")
+_PATH = re.compile(r"(?: |')name=(\"[^\"]*\"|[^ '\x1d]*)(?:.*? nametype=([^ '\x1d]*))?")
+_CWD = re.compile(r"(?: |')cwd=(\"[^\"]*\"|[^ '\x1d]*)")
+_PROCTITLE = re.compile(r"proctitle=(\"[^\"]*\"|[^ \x1d]*)")
+
+
+def _pairs_of(names: frozenset) -> "re.Pattern[str]":
+    """A _PAIR that matches only these names: the regex engine skips the
+    rest of a record in C, not pair by pair in Python."""
+    alternatives = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+    return re.compile(r"(?:^| |')(" + alternatives + r")=(\"[^\"]*\"|[^ '\x1d]*)")
+
+
+_WANTED_PAIRS = {WANTED: _pairs_of(WANTED)}
 
 
 class Facts:
@@ -72,13 +101,14 @@ class Facts:
     field is absent or the kernel's "unset".
     """
 
-    __slots__ = ("values", "paths", "command", "cwd")
+    __slots__ = ("values", "paths", "command", "cwd", "words")
 
     def __init__(self, values: Dict[str, str], paths: Tuple[Tuple[str, str], ...] = (), command: str = "",
                  cwd: str = ""):
         self.values = values
         self.paths = paths
         self.command = command
+        self.words: Optional[List[str]] = None  # the argv, once programs.command_words has read it
         self.cwd = cwd
 
     def get(self, name: str, default: str = "") -> str:
@@ -94,6 +124,7 @@ class Facts:
         self.paths += other.paths
         self.command = self.command or other.command
         self.cwd = self.cwd or other.cwd
+        self.words = None
 
     def written_paths(self) -> List[str]:
         """Names the event created, changed or deleted (not the parent
@@ -113,18 +144,34 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
         if rtype == "EXECVE":
             command.append(_PREFIX.sub("", text.split("\x1d", 1)[0]))
             continue
-        found = pairs(text)
+        if rtype in _SKIPPED:
+            continue
         if rtype == "PATH":
-            item = dict(found)
-            if "name" in item:
-                paths.append((item["name"], item.get("nametype", "")))
+            item = _PATH.search(text)
+            if item:
+                paths.append((_value("name", item.group(1)), item.group(2) or ""))
             continue
         if rtype == "CWD":
-            cwd = dict(found).get("cwd", "")
+            found = _CWD.search(text)
+            cwd = _value("cwd", found.group(1)) if found else ""
             continue
-        for name, value in found:
-            if name in WANTED and name not in values:
-                values[name] = value
+        if rtype == "SYSCALL" and not values:
+            fast = _SYSCALL.search(text, 0, text.find("\x1d") if "\x1d" in text else len(text))
+            if fast:  # the kernel's fixed layout: one regex, no pair by pair
+                values.update(zip(_SYSCALL_NAMES, fast.groups()))
+                for name in ("comm", "exe", "key"):  # the ones quoted, or hex when odd
+                    values[name] = _value(name, values[name])
+                if values["success"] is None:
+                    del values["success"], values["exit"]
+                continue
+        if rtype == "PROCTITLE":
+            title = _PROCTITLE.search(text)
+            if title and "proctitle" not in values:
+                values["proctitle"] = _value("proctitle", title.group(1))
+            continue
+        for name, value in pairs(text, WANTED):
+            if name not in values or (name == "key" and values[name] in ("(null)", "(none)")):
+                values[name] = value  # (a rule change's key is in its CONFIG_CHANGE, the SYSCALL's is null)
     if syscall:
         values["syscall"] = syscall
     if cwd:

@@ -182,6 +182,8 @@ class Grouper(Agenda):
         pid = event.facts.get("pid")
         if pid:
             self._procs[(event.get("node"), pid)] = incident
+            if len(incident.pids) < 1000:
+                incident.pids.add(pid)
             self._procs.move_to_end((event.get("node"), pid))
             while len(self._procs) > MAX_PROCESSES:
                 self._procs.popitem(last=False)
@@ -504,7 +506,7 @@ class Grouper(Agenda):
             verdict = Verdict(INFO, verdict.why)  # sshd writing lastlog, wtmp, its pty: a login's bookkeeping
         elif incident.capped and verdict.why.endswith(" erased"):
             verdict = Verdict(INFO, verdict.why)  # a package manager rotating its own logs
-        if event.facts.command:
+        if event.facts.command and incident.count:  # a new one was judged as it was made (_attribute)
             self._cap_packages(incident, command_words(event))
         was_critical, was_changed = incident.critical_at is not None, incident.changed
         incident.add(event, verdict, quiet)
@@ -527,7 +529,13 @@ class Grouper(Agenda):
         incident.facts.setdefault("package_command", " ".join(words))
 
     def _forget(self, incident: Incident):
-        """A closed incident is no anchor and no open elevation any more."""
+        """A closed incident is no anchor and no open elevation any more,
+        and its processes are forgotten (what they still do starts anew),
+        but for a sudo's or a login's, whose end may still edit them."""
+        if incident.kind not in ("sudo", "su", "login"):
+            for pid in incident.pids:
+                if self._procs.get((incident.node, pid)) is incident:
+                    del self._procs[(incident.node, pid)]
         anchored = incident.facts.get("anchored")
         if anchored and self._anchors.get(anchored) is incident:
             del self._anchors[anchored]

@@ -24,6 +24,9 @@ KEEP_EVENTS = 40
 def safe_key(*parts: str) -> str:
     """A key for the spool from parts that may hold any bytes (a node name
     is the sender's to choose): escaped to text sqlite can store."""
+    key = "|".join(parts)
+    if key.isascii():
+        return key
     return "|".join(part.encode("utf-8", "backslashreplace").decode("utf-8") for part in parts)
 
 
@@ -52,7 +55,7 @@ class Piece:
     event: Event
 
 
-@dataclass
+@dataclass(eq=False)
 class Incident:
     """Events folded into one action.  ``key`` identifies its message for
     edits; ``pieces`` are its notable events, worst first when shown."""
@@ -83,6 +86,7 @@ class Incident:
     new_text: bool = True            # whether this version of its message says anything new
     accounted: int = 0               # of its events, how many the counters have
     sent_gist: tuple = ()            # what its last message said, but for the event count
+    pids: set = field(default_factory=set)  # the processes the Grouper maps to it (a few, bounded)
 
     def add(self, event: Event, verdict: Verdict, quiet: float):
         self.count += 1
@@ -95,7 +99,8 @@ class Incident:
         if self.capped and RANK[severity] < RANK[self.capped]:
             severity = self.capped
         if severity != INFO:
-            self.pieces.append(Piece(severity, verdict.why, event))
+            if len(self.pieces) < KEEP_EVENTS or severity == CRITICAL and len(self.pieces) < 4 * KEEP_EVENTS:
+                self.pieces.append(Piece(severity, verdict.why, event))  # the rest only raise it
             self.raise_to(severity, event.timestamp)
         self.changed = True
 

@@ -95,7 +95,7 @@ class Notifier:
                 self._send(format_routine(period))
             return
         window, closed = self.repeats.offer(incident.fingerprint(), incident.first, incident.severity, incident.node,
-                                            repeat_headline(incident))
+                                            lambda: repeat_headline(incident))
         for done in closed:
             self._send(format_repeat(done, self.repeats.window, self.mentions))
         if window is None:

@@ -9,7 +9,6 @@ Grouper (incidents.py) that acts on it so both stay small enough to read.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import List
 
@@ -40,21 +39,28 @@ SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", 
 
 
 def basename(path: str) -> str:
-    return os.path.basename(path.strip('"'))
+    return path.strip('"').rpartition("/")[2]
+
+
+_ARG = re.compile(r"a(\d+)=(\"[^\"]*\"|\S+)")
 
 
 def command_words(event: Event) -> List[str]:
-    """The argv of an exec, raw (from the EXECVE record's text)."""
-    words = []
-    for name, value in re.findall(r"a(\d+)=(\"[^\"]*\"|\S+)", event.facts.command):
-        if value.startswith('"'):
-            words.append(value[1:-1])
-        else:
-            try:
-                words.append(bytes.fromhex(value).decode("utf-8", "surrogateescape"))
-            except ValueError:
-                words.append(value)
-    return words
+    """The argv of an exec, raw (from the EXECVE record's text); read once
+    per event (grouping, severity and the message all ask)."""
+    facts = event.facts
+    if facts.words is None:
+        words = []
+        for _name, value in _ARG.findall(facts.command):
+            if value.startswith('"'):
+                words.append(value[1:-1])
+            else:
+                try:
+                    words.append(bytes.fromhex(value).decode("utf-8", "surrogateescape"))
+                except ValueError:
+                    words.append(value)
+        facts.words = words
+    return list(facts.words)
 
 
 def argv_of(event: Event) -> List[str]:

@@ -172,6 +172,9 @@ class EventReader:
         self._reading = None   # the id of the last record line read: maybe more to come
         self._with_eoe: Dict[tuple, None] = {}  # recent ids that have an EOE line: more than one record
         self._lines: Optional[LineIndex] = LineIndex() if lazy else None
+        # Whether summaries carry the normalizer's fields (rules on them need
+        # them for every event; messages read them again when they need them).
+        self.normalize = True
         self._fed = False
         self._parser = auparse.AuParser(auparse.AUSOURCE_FEED)
         self._parser.set_escape_mode(auparse.AUPARSE_ESC_RAW)
@@ -188,7 +191,8 @@ class EventReader:
             if self._lines is None:
                 event = event_from_parser(au, self._auparse, self._node)
             else:
-                event = summary_from_parser(au, self._auparse, self._node, self._lines.take, self._read_again)
+                event = summary_from_parser(au, self._auparse, self._node, self._lines.take, self._read_again,
+                                            self.normalize)
             self._counters.records += len(event.types())
             event.standalone = len(event.types()) == 1 and _user_space(au)
             if event.skipped:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .severity import INFO, RANK, worst
 
@@ -58,7 +58,7 @@ class Repeats:
         self._made = 0
 
     def offer(self, fingerprint: str, when: float, severity: str, node: str,
-              headline: Tuple[str, str]) -> Tuple[Optional[Window], List[Window]]:
+              headline: Callable[[], Tuple[str, str]]) -> Tuple[Optional[Window], List[Window]]:
         """Whether an incident goes alone (None) or into a count (its
         window); and the windows of this fingerprint it closes."""
         closed = []
@@ -78,7 +78,7 @@ class Repeats:
             return None, closed
         if not window.folded:
             window.first = when
-            window.sample, window.sample_html = headline
+            window.sample, window.sample_html = headline()  # made only when needed: it may read the event whole
         window.folded += 1
         window.last = max(window.last, when)
         window.severity = worst(window.severity, severity) if window.folded > 1 else severity

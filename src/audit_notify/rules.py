@@ -17,7 +17,7 @@ import fnmatch
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from .config import Config, Error, read_text
 from .events import Event, _SUMMARY
@@ -196,6 +196,10 @@ class RuleSet:
         """Split the severity lines out of the two files' rules."""
         levels = tuple(r for r in deny + allow if r.severity)
         return cls(tuple(r for r in deny if not r.severity), tuple(r for r in allow if not r.severity), levels)
+
+    def fields(self) -> FrozenSet[str]:
+        """Every field a rule looks at."""
+        return frozenset(c.name for rule in self.deny + self.allow + self.levels for c in rule.conditions)
 
     def summary(self) -> str:
         """How many rules of each sort were read, for the log."""

@@ -174,7 +174,10 @@ class Spool:
         place, its rank if higher, and its creation time); the byte change."""
         key = row[5]
         if key:
-            old = self._db.execute("SELECT id, LENGTH(content) FROM outbox WHERE key = ?", (key,)).fetchone()
+            # "key != ''" lets sqlite use the partial index (a scan per add
+            # made a flood quadratic).
+            old = self._db.execute("SELECT id, LENGTH(content) FROM outbox WHERE key = ? AND key != ''",
+                                   (key,)).fetchone()
             if old is not None:
                 self._db.execute("UPDATE outbox SET content = ?, event_time = ?, priority = MAX(priority, ?), "
                                  "rank = MIN(rank, ?), room = ?, kind = ?, version = version + 1 WHERE id = ?",
