@@ -140,7 +140,7 @@ VECTORS = [
     V("long_accents", "\u00e9" * 40, "\u00e9" * 16),
     V("invalid_utf8", b"bad\xff\xfeutf8\xc3(", shown="bad\\xff\\xfeutf8\\xc3("),
     V("invalid_utf8_overlong_surrogate", b"\xc0\xaf\xed\xa0\x80\x80", shown="\\xc0\\xaf\\xed\\xa0\\x80\\x80"),
-    V("literal_escape", "lit\\u202e"),
+    V("literal_escape", "lit\\u202e", shown="lit\\\\u202e"),  # a literal backslash is shown doubled
     # An empty acct: the plugin falls back to the auid ("unset"); see the report.
     V("empty", "", shown=None),
     V("nul", b"ro\x00ot", None, None),  # sshd drops the connection

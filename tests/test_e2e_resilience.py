@@ -168,6 +168,7 @@ def test_a_flood_of_20000_commands_is_one_count_and_capped(world, tmp_path):
     assert numbers["events"] == numbers["filtered"] + numbers["notified"] + numbers["digested"] + numbers["routine"]
     assert numbers["digested"] == folded
     # Never more than the cap in any minute, by the homeserver's own clock
-    # (edits included: each is a message to the homeserver).
-    stamps = sorted(m["origin_server_ts"] / 1000.0 for m in received)
+    # (edits included: each is a message to the homeserver); critical ones
+    # (auditd stopping at the end) are never held back by it.
+    stamps = sorted(m["origin_server_ts"] / 1000.0 for m in received if "🚨" not in m["body"][:4])
     assert max(sum(1 for t in stamps if start <= t < start + 60) for start in stamps) <= cap

@@ -184,8 +184,17 @@ def test_sigkill_loses_nothing_accepted(rig):
     again.communicate(b"", timeout=WAIT)
     assert again.returncode == 0
     delivered = rig.bodies()
+    # The 11 events, and one word that the plugin had been killed.
+    [restarted] = [b for b in delivered if b.startswith("⚠️ audit-notify restarted on ")]
+    assert "was killed or crashed" in restarted and "11 notifications were waiting" in restarted, restarted
+    delivered.remove(restarted)
     assert len(delivered) == 11 and len(set(delivered)) == 11
     assert "spooled=0" in _exit_line(rig)
+    # A clean stop is not news: the next start says nothing.
+    calls = len(rig.calls())
+    third = rig.start()
+    third.communicate(b"", timeout=WAIT)
+    assert len(rig.calls()) == calls
     leftovers = subprocess.run(["pgrep", "-f", rig.mc], capture_output=True, text=True).stdout.split()
     assert leftovers == []
 

@@ -74,6 +74,8 @@ class Config:
     critical_room: str = ""
     warning_room: str = ""
     routine_room: str = ""
+    heartbeat: str = "09:00"
+    node_silence_minutes: float = 15.0
     user: str = "audit-notify"
     source: str = "(built-in defaults)"
 
@@ -141,6 +143,25 @@ def _mxids(text):
     return ids
 
 
+def _heartbeat(text):
+    """"HH:MM" (daily, local time), "every 30m" / "every 2h", or "" (off)."""
+    if not text:
+        return ""
+    if re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", text):
+        return text
+    found = re.fullmatch(r"every (\d+)([mh])", text)
+    if found and int(found.group(1)) > 0:
+        return text
+    raise ValueError("must be a time of day like 09:00, 'every 30m' or 'every 2h', or empty (off)")
+
+
+def _nonnegative(text):
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be 0 (off) or more")
+    return value
+
+
 def _room(text):
     if text and not text.startswith(("#", "!")):
         raise ValueError("must be a room alias (#name:server) or id")
@@ -163,6 +184,8 @@ _CONVERTERS = {
     "critical_room": _room,
     "warning_room": _room,
     "routine_room": _room,
+    "heartbeat": _heartbeat,
+    "node_silence_minutes": _nonnegative,
 }
 
 

@@ -30,6 +30,7 @@ from .reader import IDLE_TICK, READ_SIZE, EventReader
 from .rules import RuleSet
 from .sender import Sender
 from .spool import SendingRights, SpoolError
+from .watcher import Watcher
 
 log = logging.getLogger("audit-notify")
 
@@ -76,7 +77,7 @@ class Plugin:
     def __init__(self, config: Config, rules: RuleSet, auparse, sink, counters: Counters,
                  rights: Optional[SendingRights] = None, make_sender: Callable[[Config], Sender] = None,
                  reload: Callable[[], Tuple[Config, RuleSet]] = None, clock=time.monotonic, wall=time.time,
-                 wait=wait_readable, read=os.read, hostname: str = ""):
+                 wait=wait_readable, read=os.read, hostname: str = "", live: bool = True):
         self.config = config
         self.rules = rules
         self.sink = sink
@@ -94,6 +95,11 @@ class Plugin:
         self.reader = EventReader(auparse, self._on_event, counters, config.hostname or hostname,
                                   config.eoe_timeout, lazy=_lazy(config))
         self.reader.normalize = bool(rules.fields() & NORMALIZED)
+        # auditd's live stream (not a file read by hand): event numbers are
+        # watched for losses, and a heartbeat tells the room it is watched.
+        self.live = live
+        self.watcher = Watcher(config if live else replace(config, heartbeat=""), self._accept, counters,
+                               config.hostname or hostname, wall(), watch_serials=live)
         self.stopping = False
         self.reload_requested = False
         self._dirty_since: Optional[float] = None
@@ -108,9 +114,16 @@ class Plugin:
 
     def _on_event(self, event: Event):
         try:
+            self.watcher.on_event(event, self._wall())
             self.notifier.on_event(event)
         except Exception:  # noqa: BLE001 - one odd event must not stop the plugin
             self.counters.problem("could not handle an event", exc_info=True)
+
+    def announce_restart(self):
+        """At start: a word to the room if the previous run ended uncleanly."""
+        state = {name: self.sink.state(name) for name in ("pid", "clean", "updated")}
+        spooled = self.sink.depth()
+        self.watcher.restarted(state, spooled[0] if spooled else 0, self._wall())
 
     def _accept(self, notification: Notification):
         room = self._room_for(notification)
@@ -145,7 +158,7 @@ class Plugin:
         state = None
         if self.sender is not None:
             state = {"counters": json.dumps(self.counters.snapshot()), "repeats": self.notifier.repeats.snapshot(),
-                     "pid": str(os.getpid()), "updated": str(self._wall())}
+                     "pid": str(os.getpid()), "updated": str(self._wall()), "clean": "0"}
         try:
             self.sink.commit(state)
         except SpoolError as exc:
@@ -213,9 +226,9 @@ class Plugin:
         times = [self._next_report]
         if self.reader.pending():
             times.append(now + IDLE_TICK)
-        due = self.notifier.next_due()
-        if due is not None:
-            times.append(now + max(0.0, due - self._wall()))
+        for due in (self.notifier.next_due(), self.watcher.next_due()):
+            if due is not None:
+                times.append(now + max(0.0, due - self._wall()))
         if self._dirty_since is not None:
             times.append(self._commit_after)
         if self.sender is not None:
@@ -272,6 +285,12 @@ class Plugin:
             self.reader.age()
         if not got_input and self.notifier.pending():
             self._notifier_due()
+        due = self.watcher.next_due()
+        if due is not None and self._wall() >= due:
+            try:
+                self.watcher.due(self._wall())
+            except Exception:  # noqa: BLE001 - as _on_event
+                self.counters.problem("could not watch the stream", exc_info=True)
         if now >= self._next_bounds:
             self._next_bounds = now + BOUNDS_INTERVAL
             self._enforce_bounds()
@@ -294,6 +313,13 @@ class Plugin:
             self._accept(notice("audit-notify dropped %d older notifications: its spool reached its limit"
                                 % dropped, self._wall(), dropped=str(dropped)))
 
+    def _mark_clean(self):
+        """The state says this run ended cleanly: the next start is quiet."""
+        try:
+            self.sink.commit({"clean": "1", "updated": str(self._wall())})
+        except SpoolError as exc:
+            log.error("%s", exc)
+
     def report(self) -> str:
         spooled = self.sink.depth()
         if spooled is None:  # a dry run
@@ -306,11 +332,14 @@ class Plugin:
         work for its time, log the totals."""
         self.reader.flush()
         self.notifier.close_all()
+        self.watcher.due(self._wall())
         self.commit()
         if self.sender is not None:
             at_eof = ending == EOF
             self.sender.stop(EOF_DRAIN_SECONDS if at_eof else SHUTDOWN_GRACE, self._wait, drain=at_eof)
         self.commit()
+        if self.sender is not None and ending != READ_ERROR:
+            self._mark_clean()
         c = self.counters
         log.info("exiting: %s; events %d = filtered %d + in %d messages %d + repeats %d + routine %d",
                  self.report(), c.events, c.filtered, c.incidents, c.notified, c.digested, c.routine)

@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 from .events import Event
 from .headlines import _known, details, headline
 from .incidents import Incident
-from .message import MAX_BODY_BYTES, MAX_COMMAND_CHARS, MAX_HTML_BYTES, L, Line, Notification, V, fit
+from .message import MAX_BODY_BYTES, MAX_COMMAND_CHARS, MAX_HTML_BYTES, L, Line, Notification, V, fit, mention_line
 from .phrases import (
     DEEDS,
     actor,
@@ -195,10 +195,9 @@ def _finish(severity: str, failed: bool, head: Line, node: str, lines: List[Line
     body_lines = [prefix + head.text()] + [line.text() for line in lines]
     html_lines = ["%s<b>%s</b>" % (html.escape(prefix), head.html())] + [line.html() for line in lines]
     if severity == CRITICAL and mentions:
-        body_lines.append("for " + ", ".join(mentions))
-        html_lines.append("for " + ", ".join('<a href="https://matrix.to/#/%s">%s</a>' % (html.escape(m, True),
-                                                                                          html.escape(m))
-                                             for m in mentions))
+        plain, pills = mention_line(mentions)
+        body_lines.append(plain)
+        html_lines.append(pills)
     return fit(body_lines, MAX_BODY_BYTES, "\n"), fit(html_lines, MAX_HTML_BYTES, "<br>\n")
 
 
@@ -289,7 +288,9 @@ def format_repeat(window: Window, length: float, mentions: Sequence[str] = ()) -
     formatted = "%s<b>%s</b>%s<br>\n%s" % (html.escape(prefix), html.escape(count), window.sample_html,
                                          html.escape(when))
     if window.severity == CRITICAL and mentions:
-        body += "\nfor " + ", ".join(mentions)
+        plain, pills = mention_line(mentions)
+        body += "\n" + plain
+        formatted += "<br>\n" + pills
     return Notification(body=fit(body.split("\n"), MAX_BODY_BYTES, "\n"),
                         html=fit(formatted.split("<br>\n"), MAX_HTML_BYTES, "<br>\n"),
                         fields={"digest": str(window.folded), "first": str(window.first), "last": str(window.last),

@@ -12,7 +12,7 @@ import html
 import re
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 
 # Synapse rejects events over 65,536 bytes; after Megolm encryption and JSON
@@ -153,6 +153,14 @@ def fit(lines: List[str], limit: int, joiner: str) -> str:
     if len(text.encode("utf-8")) > limit:
         text = text.encode("utf-8")[:limit].decode("utf-8", "ignore")
     return text
+
+
+def mention_line(mentions: Sequence[str]) -> Tuple[str, str]:
+    """The line that names the configured people (plain, HTML with pills):
+    their ids come from the config, never from audit text."""
+    pills = ", ".join('<a href="https://matrix.to/#/%s">%s</a>' % (html.escape(m, True), html.escape(m))
+                      for m in mentions)
+    return "for " + ", ".join(mentions), "for " + pills
 
 
 def notice(text: str, timestamp: float, **fields: str) -> Notification:
