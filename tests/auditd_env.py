@@ -358,7 +358,7 @@ while [ "$1" != "--" ]; do mount --bind "$1" "$2"; shift 2; done
 shift
 [ "$D" = "-" ] && exec "$@"
 mount -t tmpfs -o mode=0755,size=64k auditd-test-dev "$D"
-for n in null zero full random urandom tty; do
+for n in null zero full random urandom tty kmsg; do
     if [ -e "/dev/$n" ]; then : > "$D/$n"; mount --bind "/dev/$n" "$D/$n"; fi
 done
 ln -s /proc/self/fd "$D/fd"

@@ -124,12 +124,14 @@ def test_setup_then_a_real_event_arrives(tmp_path, root):
                 got += world.receiver.wait_for_messages(1, timeout=2)
                 if any("an-setup-marker" in m["body"] for m in got):
                     break
+            # The doctor agrees (its plugins.d check looks under the same
+            # root), and sees auditd running the installed plugin.
+            out = io.StringIO()
+            failures = Doctor(out, root=str(root)).check(entry["args"].split()[1], send_test=True)
         assert any(m["body"].startswith("⚠️ Audit message: an-setup-marker from /usr/sbin/auditctl") for m in got)
-
-        # The doctor agrees (its plugins.d check looks under the same root).
-        out = io.StringIO()
-        failures = Doctor(out, root=str(root)).check(entry["args"].split()[1], send_test=True)
         assert failures == 0, out.getvalue()
+        assert re.search(r"^ok   plugin: running, pid \d+, started by auditd \(pid %d\)$" % auditd.pid, out.getvalue(),
+                         re.M), out.getvalue()
         assert re.search(r"^ok   room: #audit:localhost joined, encrypted \(m.megolm.v1.aes-sha2\)$", out.getvalue(), re.M)
         assert re.search(r"^ok   test notification: accepted by the homeserver as \$", out.getvalue(), re.M)
 

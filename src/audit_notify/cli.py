@@ -20,6 +20,8 @@ from typing import Iterable, List, Optional, Sequence
 from .config import DEFAULT_CONFIG, Config, Error, load_config
 from .counters import Counters
 from .daemon import EOF, STOPPED, Plugin, install_signals
+from .kernel import open_kmsg
+from .kernel import status as kernel_status
 from .logs import setup_logging
 from .privileges import check_config_files, prepare
 from .reader import import_auparse
@@ -118,6 +120,8 @@ def _admin(argv: List[str]) -> int:
 def _plugin(args: argparse.Namespace, counters: Counters) -> int:
     """Run the plugin (or the dry run) until EOF or SIGTERM."""
     fixed: List[str] = []
+    live = not args.dry_run and not args.files and _fed_by_auditd()
+    kmsg, kernel_lost = None, None
     try:
         config = load_config(args.config)
         if args.status:
@@ -130,6 +134,8 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
             sink = Printer(sys.stdout, args.json, counters)
         else:
             setup_logging(config, to_stderr=sys.stderr.isatty())
+            if live:  # what only root may read: asked now, before dropping it
+                kmsg, kernel_lost = open_kmsg(), _kernel_lost()
             fixed = prepare(config)
             sink, rights = open_spool(config)
     except Error as exc:
@@ -148,7 +154,7 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
         return Sender(current, sink, counters)
 
     plugin = Plugin(config, rules, auparse, sink, counters, rights=rights, make_sender=make_sender, reload=reload,
-                    hostname=socket.gethostname(), live=not args.dry_run and not args.files and _fed_by_auditd())
+                    hostname=socket.gethostname(), live=live, kmsg=kmsg, kernel_lost=kernel_lost)
     if plugin.sender is not None:
         plugin.notifier.repeats.restore(sink.state("repeats"))
         plugin.announce_restart()
@@ -160,12 +166,23 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
                 % sink.state("pid", "?"))
     else:
         mode = "spool %s, sending with %s" % (config.spool_dir, config.matrix_commander)
+    if live:
+        mode += "; under auditd: event numbers watched for losses, %s" % (
+            "the kernel's log too" if kmsg is not None else "not the kernel's log (/dev/kmsg cannot be opened)")
     log.info("started: config %s, %s, %s", config.source, rules.summary(), mode)
     for what in fixed:
         log.warning("fixed permissions: %s", what)
     if not args.dry_run and config.user == "root":
         log.warning("running as root, and so does matrix-commander: set user = audit-notify (see README)")
     return serve(plugin, sink, counters, _open_inputs(args.files), wakeup[0])
+
+
+def _kernel_lost() -> Optional[int]:
+    """The kernel's count of lost events now (as root), or None."""
+    try:
+        return kernel_status().lost
+    except OSError:
+        return None
 
 
 def _fed_by_auditd(proc: str = "/proc") -> bool:

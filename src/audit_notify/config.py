@@ -144,12 +144,13 @@ def _mxids(text):
 
 
 def _heartbeat(text):
-    """"HH:MM" (daily, local time), "every 30m" / "every 2h", or "" (off)."""
+    """"HH:MM" (daily, local time), "every 30m" / "every 2h" ("every 20s"
+    for tests), or "" (off)."""
     if not text:
         return ""
     if re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", text):
         return text
-    found = re.fullmatch(r"every (\d+)([mh])", text)
+    found = re.fullmatch(r"every (\d+)([smh])", text)
     if found and int(found.group(1)) > 0:
         return text
     raise ValueError("must be a time of day like 09:00, 'every 30m' or 'every 2h', or empty (off)")

@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Tuple
 from .config import RESTART_KEYS, Config, Error, changed_keys
 from .counters import Counters
 from .events import NORMALIZED, Event
+from .kernel import lost_total, read_kmsg
 from .notify import Notifier
 from .logs import set_level
 from .message import Notification, notice
@@ -77,7 +78,8 @@ class Plugin:
     def __init__(self, config: Config, rules: RuleSet, auparse, sink, counters: Counters,
                  rights: Optional[SendingRights] = None, make_sender: Callable[[Config], Sender] = None,
                  reload: Callable[[], Tuple[Config, RuleSet]] = None, clock=time.monotonic, wall=time.time,
-                 wait=wait_readable, read=os.read, hostname: str = "", live: bool = True):
+                 wait=wait_readable, read=os.read, hostname: str = "", live: bool = True,
+                 kmsg: Optional[int] = None, kernel_lost: Optional[int] = None):
         self.config = config
         self.rules = rules
         self.sink = sink
@@ -100,6 +102,8 @@ class Plugin:
         self.live = live
         self.watcher = Watcher(config if live else replace(config, heartbeat=""), self._accept, counters,
                                config.hostname or hostname, wall(), watch_serials=live)
+        self.watcher.kernel_baseline = kernel_lost
+        self._kmsg = kmsg  # /dev/kmsg, opened as root: where the kernel says it lost events
         self.stopping = False
         self.reload_requested = False
         self._dirty_since: Optional[float] = None
@@ -246,9 +250,13 @@ class Plugin:
                 self.reload()
             sender_fds = self.sender.fds() if self.sender else []
             watch = [fd] + ([wakeup_fd] if wakeup_fd is not None else []) + sender_fds
+            if self._kmsg is not None:
+                watch.append(self._kmsg)
             ready = self._wait_for_input(fd, watch)
             if wakeup_fd is not None and wakeup_fd in ready:
                 _drain(wakeup_fd)
+            if self._kmsg is not None and self._kmsg in ready:
+                self._kernel_log()
             if fd in ready:
                 try:
                     data = self._read(fd, READ_SIZE)
@@ -312,6 +320,12 @@ class Plugin:
                       self.config.spool_max_mb, self.config.spool_max_age_hours, dropped)
             self._accept(notice("audit-notify dropped %d older notifications: its spool reached its limit"
                                 % dropped, self._wall(), dropped=str(dropped)))
+
+    def _kernel_log(self):
+        """Lines of the kernel's log: the count of lost audit events."""
+        total = lost_total(read_kmsg(self._kmsg))
+        if total is not None:
+            self.watcher.kernel_lost(total, self._wall())
 
     def _mark_clean(self):
         """The state says this run ended cleanly: the next start is quiet."""

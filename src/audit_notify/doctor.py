@@ -24,6 +24,8 @@ from .matrix import matrix_api, send_once, test_content
 from .privileges import Account, check_config_files, lookup_user, secure_private
 from .reader import import_auparse
 from .rules import load_ruleset
+from .kernel import FAILURE_MODES
+from .kernel import status as kernel_status
 from .spool import spool_path, spool_status
 
 # A matrix-commander store past this size makes every start slow (the
@@ -35,8 +37,10 @@ class Doctor:
     """--check: everything the plugin needs, one line each (ok, warn or
     FAIL) with the fix.  The exit code is the number of failures."""
 
-    def __init__(self, out, root: str = "/", run=subprocess.run):
+    def __init__(self, out, root: str = "/", run=subprocess.run, proc: str = "/proc", kernel=kernel_status,
+                 clock=time.time):
         self.out, self.root, self.run = out, root, run
+        self.proc, self.kernel, self.clock = proc, kernel, clock
         self.failures = 0
 
     def say(self, level: str, text: str):
@@ -67,7 +71,11 @@ class Doctor:
         self._store_size(config.store)
         self._room(config)
         self._spool(config)
-        self._plugins_d(config_path or DEFAULT_CONFIG)
+        entries = self._plugins_d(config_path or DEFAULT_CONFIG)
+        running = self._running(config, entries)
+        self._sending(config, running)
+        self._kernel()
+        self._auditd_conf()
         self._audit_context()
         self._selinux()
         if send_test:
@@ -199,7 +207,7 @@ class Doctor:
                     entries.append((path, entry))
         if not entries:
             self.say("FAIL", "plugins.d: no entry runs audit-notify: run audit-notify setup")
-            return
+            return []
         for path, entry in entries:
             problems = ["%s is %r" % (k, entry.get(k)) for k, v in (("active", "yes"), ("direction", "out"),
                                                                     ("format", "string")) if entry.get(k) != v]
@@ -213,6 +221,120 @@ class Doctor:
                 problems.append("path %s must be a root-owned executable nobody else can write" % exe)
             self.say("FAIL" if problems else "ok", "plugins.d: %s%s" % (path, ": " + "; ".join(problems)
                                                                            if problems else ""))
+        return [entry for _, entry in entries]
+
+    def _running(self, config: Config, entries) -> Optional[int]:
+        """Whether auditd runs the plugin now (it gives up after
+        max_restarts failed starts and never tries again): the plugin's pid."""
+        paths = [entry.get("path", "") for entry in entries if entry.get("path")]
+        seen = host.processes(self.proc)
+        daemons = {pid for pid, _ppid, comm, _cmd in seen if comm == "auditd"}
+        if not daemons:
+            self.say("FAIL", "auditd is not running: nothing is audited or sent (service auditd start)")
+            return None
+        mine = [(pid, ppid) for pid, ppid, _comm, cmd in seen
+                if ppid in daemons and any(path and path in cmd for path in paths)]
+        if mine:
+            pid, ppid = mine[0]
+            self.say("ok", "plugin: running, pid %d, started by auditd (pid %d)" % (pid, ppid))
+            return pid
+        self.say("FAIL", "plugin: auditd (pid %s) is not running it now. auditd stops restarting a plugin after "
+                         "max_restarts failures; its log says why (journalctl -u auditd | grep -i plugin%s); "
+                         "fix that, then: service auditd restart"
+                 % (", ".join(map(str, sorted(daemons))), self._auditd_said(paths)))
+        return None
+
+    def _auditd_said(self, paths) -> str:
+        """auditd's last word about the plugin, from the journal, if any."""
+        try:
+            result = self.run(["journalctl", "-u", "auditd", "-n", "300", "-o", "cat", "--no-pager"],
+                              capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        lines = [line for line in result.stdout.decode("utf-8", "replace").splitlines()
+                 if "plugin" in line.lower() and any(path in line for path in paths)]
+        return "; last: %r" % lines[-1][:200] if lines else ""
+
+    def _sending(self, config: Config, running: Optional[int]):
+        """A plugin that runs but does not send shows in its spool: the
+        owner it names, and how old the oldest waiting message is."""
+        path = spool_path(config)
+        if running is None or not os.path.exists(path):
+            return
+        status = spool_status(path)
+        owner = status["state"].get("pid", "")
+        age = self.clock() - status["oldest"] if status["oldest"] else 0.0
+        if owner and owner != str(running) and os.path.exists(os.path.join(self.proc, owner)):
+            self.say("warn", "spool: another audit-notify (pid %s) holds it; pid %d waits to take over" %
+                     (owner, running))
+        elif age > 600:
+            self.say("FAIL", "sending: the plugin runs but its oldest message has waited %d min: the homeserver "
+                             "or matrix-commander fails (its log says why; --check --send-test)" % (age // 60))
+        else:
+            self.say("ok", "sending: %d waiting, the oldest %.0f s" % (status["depth"], age))
+        try:
+            disk = os.statvfs(os.path.dirname(path))
+        except OSError:
+            return
+        free = disk.f_bavail * disk.f_frsize
+        if free < 2 * (config.spool_max_mb << 20):
+            self.say("warn", "spool disk: %d MB free under %s, less than twice spool_max_mb (%d): a full disk "
+                             "holds new notifications in memory only" % (free >> 20, path, config.spool_max_mb))
+        else:
+            self.say("ok", "spool disk: %d MB free" % (free >> 20))
+
+    def _kernel(self):
+        """The kernel's side: on, attached to an auditd, and what it lost."""
+        try:
+            state = self.kernel()
+        except OSError as exc:
+            self.say("warn", "kernel audit status: not readable (%s): run the doctor as root" % exc)
+            return
+        summary = "enabled %d, failure mode %d (%s), auditd pid %d, backlog %d of %d, lost %d since boot" % (
+            state.enabled, state.failure, FAILURE_MODES.get(state.failure, "?"), state.pid, state.backlog,
+            state.backlog_limit, state.lost)
+        if not state.enabled:
+            self.say("FAIL", "kernel: auditing is off (%s): auditctl -e 1; look for -e 0 in "
+                             "/etc/audit/rules.d" % summary)
+        elif not state.pid:
+            self.say("FAIL", "kernel: no auditd receives its events (%s)" % summary)
+        elif state.lost:
+            self.say("warn", "kernel: %s. Lost events are events nobody sees: raise the backlog (-b 8192 in "
+                             "/etc/audit/rules.d/*.rules) and keep --backlog_wait_time; audit-notify tells the "
+                             "room when it sees the kernel say so (README, Lost events)" % summary)
+        else:
+            self.say("ok", "kernel: %s" % summary)
+        if state.failure == 0:
+            self.say("warn", "kernel: failure mode 0 loses events silently: -f 1 in the rules logs each loss, "
+                             "which audit-notify reads")
+
+    def _auditd_conf(self):
+        """auditd's settings that decide whether events reach the plugin."""
+        path = os.path.join(self.root, "etc/audit/auditd.conf")
+        try:
+            with open(path) as handle:
+                conf = host.parse_entry(handle.read())
+        except OSError:
+            self.say("warn", "auditd.conf: cannot read %s" % path)
+            return
+        raw = conf.get("q_depth", "2000")
+        depth = int(raw) if raw.isdigit() else 2000
+        action = conf.get("overflow_action", "syslog").lower()
+        restarts = conf.get("max_restarts", "10")
+        notes = ["q_depth %d, overflow_action %s, max_restarts %s" % (depth, action, restarts)]
+        level = "ok"
+        if depth < 2000:
+            level = "warn"
+            notes.append("a burst overflows a queue this short and the plugin misses events: q_depth = 8000")
+        if action in ("suspend", "single", "halt"):
+            level = "warn"
+            notes.append("overflow_action %s stops auditing (or the host) when the plugin falls behind: "
+                         "syslog keeps going and audit-notify counts the gap" % action)
+        self.say(level, "auditd.conf: " + "; ".join(notes))
+        if conf.get("tcp_listen_port") and conf.get("distribute_network", "no").lower() != "yes":
+            self.say("FAIL", "auditd.conf: this host receives remote events (tcp_listen_port %s) but "
+                             "distribute_network is not yes: no remote event reaches any plugin"
+                     % conf["tcp_listen_port"])
 
     def _audit_context(self):
         """The kernel gives a process an audit context at fork only once

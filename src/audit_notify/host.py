@@ -8,7 +8,7 @@ plugin's own run path never imports this module.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
 
@@ -63,3 +63,21 @@ def processes_of(uid: Optional[int] = None, argv_has: str = "", proc: str = "/pr
 def kernel_cmdline(path: str = "/proc/cmdline") -> List[str]:
     with open(path) as handle:
         return handle.read().split()
+
+
+def processes(proc: str = "/proc") -> List[Tuple[int, int, str, str]]:
+    """(pid, parent pid, comm, command line) of every process we can see."""
+    found = []
+    for name in os.listdir(proc) if os.path.isdir(proc) else ():
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, name, "status")) as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+            with open(os.path.join(proc, name, "cmdline"), "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            continue  # gone meanwhile
+        found.append((int(name), int(fields.get("PPid", "0").strip() or 0), fields.get("Name", "").strip(), cmdline))
+    return found
+

@@ -130,6 +130,7 @@ class Watcher:
         self.seen: Dict[str, float] = {}           # remote node -> when its last event came
         self.silent: Dict[str, float] = {}         # remote node -> when it was said to be silent
         self.started = now
+        self.kernel_baseline: Optional[int] = None  # the kernel's lost count at start (kernel.status)
         self.configure(config, now)
         self._baseline = counters.snapshot()
         self._last_beat = now
@@ -153,6 +154,15 @@ class Watcher:
         serial = event.get("serial")
         if serial.isdigit():
             self.gaps.setdefault(node, Gaps()).see(int(serial), now)
+
+    def kernel_lost(self, total: int, now: float):
+        """The kernel's count of lost events (since boot) as its log says it
+        now; the rise since the last count (or since start) is lost."""
+        if self.kernel_baseline is None:
+            self.kernel_baseline = total - 1  # not known at start: at least this one
+        if total > self.kernel_baseline:
+            self._lost(self.local, total - self.kernel_baseline, now)
+        self.kernel_baseline = total
 
     # -- time -----------------------------------------------------------------
 
@@ -236,9 +246,9 @@ class Watcher:
     # -- heartbeat ---------------------------------------------------------------
 
     def _next_beat(self, now: float) -> Optional[float]:
-        every = re.fullmatch(r"every (\d+)([mh])", self.heartbeat)
+        every = re.fullmatch(r"every (\d+)([smh])", self.heartbeat)
         if every:
-            return now + int(every.group(1)) * (60 if every.group(2) == "m" else 3600)
+            return now + int(every.group(1)) * {"s": 1, "m": 60, "h": 3600}[every.group(2)]
         if not self.heartbeat:
             return None
         hour, minute = (int(part) for part in self.heartbeat.split(":"))
