@@ -312,3 +312,23 @@ def test_a_flood_from_two_hosts_gives_one_repeat_count_per_host(tmp_path):
     # merged: 1,000 events of 3 records each.
     assert "records=3000 events=1000 " in exit_line, exit_line
     assert "events 1000 = filtered 0 + in 6 messages 6 + repeats 994 + routine 0" in exit_line, exit_line
+
+
+@pytest.mark.auditd
+@pytest.mark.skipif(_reason is not None, reason=_reason or "")
+def test_a_sender_that_goes_quiet_is_warned_and_its_return_edits_the_warning(tmp_path):
+    rig = _rig(tmp_path)
+    rig.write_config("digest_after = 0\nnode_silence_minutes = 0.25\n")
+    with fleet(tmp_path, rig) as (aggregator, sender):
+        sender.user_message("an-fleet-before")
+        rig.wait_for(lambda: any("an-fleet-before" in b for b in rig.messages()), "the sender's event")
+        sender.stop()
+        rig.wait_for(lambda: any(b.startswith("⚠️ %s has sent no audit events" % SENDER) for b in rig.messages()),
+                     "the silent-host warning")
+        sender.start()
+        sender.user_message("an-fleet-after")
+        rig.wait_for(lambda: any("was silent for" in b for b in rig.messages()), "the edit: sending again")
+    shown = [b for b in rig.messages() if b.startswith("⚠️ %s " % SENDER)]
+    # One message in the room: the warning, edited when the host came back.
+    assert len(shown) == 1 and shown[0].startswith("⚠️ %s was silent for " % SENDER), shown
+    assert not any(" lost on " in b for b in rig.messages()), rig.messages()  # auditd's restart is no loss

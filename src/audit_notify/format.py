@@ -162,6 +162,8 @@ def _rules_headline(incident: Incident, who: str) -> Tuple[str, ...]:
     if any(p.why in ("auditing disabled", "audit rules made immutable") for p in incident.pieces):
         why = next(p.why for p in incident.pieces if p.why in ("auditing disabled", "audit rules made immutable"))
         parts: Tuple[str, ...] = (why[0].upper() + why[1:] + " by ", who)
+        if removed:  # the same burst blinded it twice over: say both
+            parts += (", and " + rule_count(removed, "deleted", everything=not added),) + rule_keys(incident)
     elif removed and added:
         parts = ("Audit rules reloaded by ", who, ": %d deleted, %d loaded" % (removed, added))
     elif removed:

@@ -149,7 +149,12 @@ class Watcher:
             self.seen[node] = now
             if node in self.silent:
                 self._back(node, now)
-        if not self.watch_serials or event.get("type").startswith("DAEMON_"):
+        rtype = event.get("type")
+        if rtype in ("DAEMON_START", "DAEMON_END", "DAEMON_ABORT"):
+            # While auditd is down the kernel goes on numbering what nobody
+            # receives: that hole is told as auditd stopping, not as a loss.
+            self.gaps.pop(node, None)
+        if not self.watch_serials or rtype.startswith("DAEMON_"):
             return  # auditd numbers its own records apart
         serial = event.get("serial")
         if serial.isdigit():
