@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -314,21 +315,40 @@ def test_a_flood_from_two_hosts_gives_one_repeat_count_per_host(tmp_path):
     assert "events 1000 = filtered 0 + in 6 messages 6 + repeats 994 + routine 0" in exit_line, exit_line
 
 
+def _forwarder(sender):
+    """The sender's audisp-remote (its auditd's child)."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/status" % name) as handle:
+                    status = dict(line.split(":", 1) for line in handle if ":" in line)
+            except OSError:
+                continue
+            if status["Name"].strip() == "audisp-remote" and int(status["PPid"]) == sender.pid:
+                return int(name)
+    raise AssertionError("no audisp-remote under the sender's auditd")
+
+
 @pytest.mark.auditd
 @pytest.mark.skipif(_reason is not None, reason=_reason or "")
 def test_a_sender_that_goes_quiet_is_warned_and_its_return_edits_the_warning(tmp_path):
+    """Its forwarding stopped (audisp-remote frozen), the sender is silent:
+    a warning within node_silence_minutes; forwarding again edits it."""
     rig = _rig(tmp_path)
     rig.write_config("digest_after = 0\nnode_silence_minutes = 0.25\n")
     with fleet(tmp_path, rig) as (aggregator, sender):
         sender.user_message("an-fleet-before")
         rig.wait_for(lambda: any("an-fleet-before" in b for b in rig.messages()), "the sender's event")
-        sender.stop()
-        rig.wait_for(lambda: any(b.startswith("⚠️ %s has sent no audit events" % SENDER) for b in rig.messages()),
-                     "the silent-host warning")
-        sender.start()
+        forwarder = _forwarder(sender)
+        os.kill(forwarder, signal.SIGSTOP)
+        try:
+            rig.wait_for(lambda: any(b.startswith("⚠️ %s has sent no audit events" % SENDER)
+                                     for b in rig.messages()), "the silent-host warning")
+        finally:
+            os.kill(forwarder, signal.SIGCONT)
         sender.user_message("an-fleet-after")
         rig.wait_for(lambda: any("was silent for" in b for b in rig.messages()), "the edit: sending again")
     shown = [b for b in rig.messages() if b.startswith("⚠️ %s " % SENDER)]
     # One message in the room: the warning, edited when the host came back.
     assert len(shown) == 1 and shown[0].startswith("⚠️ %s was silent for " % SENDER), shown
-    assert not any(" lost on " in b for b in rig.messages()), rig.messages()  # auditd's restart is no loss
+    assert not any(" lost on " in b for b in rig.messages()), rig.messages()

@@ -24,7 +24,7 @@ from .incidents import Incident
 
 # A critical incident goes out at most this long after it turned critical,
 # whatever may still join it (later pieces edit the message).
-CRITICAL_HOLD = 2.0
+CRITICAL_HOLD = 1.0
 # A sent incident that changes is edited at most this often, and once more
 # when it closes.
 UPDATE_INTERVAL = 10.0

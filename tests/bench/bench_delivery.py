@@ -55,9 +55,20 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def latency(count, tmp, script=SCRIPT, label="audit-notify"):
+def latency(count, tmp, script=SCRIPT, label="audit-notify", severity=""):
+    """Kernel time stamp to decrypted, per message.  ``severity``: the
+    admin's severity line makes the markers critical (or warning)
+    incidents, to measure that path (a critical one goes out at once, a
+    warning once its quiet spell is over)."""
     with matrix_world(tmp / "lat") as world:
-        plugin = Plugin(world, tmp / "lat", extra=FAST)
+        extra = FAST
+        if severity:
+            rules = tmp / "lat" / "severity.rules"
+            rules.parent.mkdir(parents=True, exist_ok=True)
+            rules.write_text("%s: type=USER\n" % severity)
+            extra += "blacklist = %s\n" % rules
+            label += ", %s" % severity
+        plugin = Plugin(world, tmp / "lat", extra=extra)
         with private_auditd(tmp / "lat", plugin_path=script, plugin_args=("--config=%s" % plugin.config,)) as ad:
             world.receiver.wait_for_messages(5, timeout=5)  # let it start, skip auditd's own events
             markers, got = [], []
@@ -202,6 +213,8 @@ def idle(seconds, tmp):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=int, default=60, metavar="EVENTS")
+    parser.add_argument("--severity", choices=("critical", "warning"), default="",
+                        help="measure latency for incidents of this severity (the admin's severity line)")
     parser.add_argument("--throughput-seconds", type=int, default=70)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds, alternating (medians)")
     parser.add_argument("--idle", type=int, default=60, metavar="SECONDS")
@@ -215,14 +228,14 @@ def main(argv=None):
             old = old_script(args.compare, tempfile.mkdtemp(dir="/var/tmp", prefix="an-bench-old-"))
             figures = {"this": [], args.compare: []}
             for n in range(args.rounds):
-                figures["this"].append(latency(args.latency, tmp / ("lat-new%d" % n)))
+                figures["this"].append(latency(args.latency, tmp / ("lat-new%d" % n), severity=args.severity))
                 figures[args.compare].append(latency(args.latency, tmp / ("lat-old%d" % n), old, args.compare))
             for name, rounds in figures.items():
                 print("latency %s, medians of %d rounds: p50 %.3f s, p95 %.3f s" % (
                     name, len(rounds), statistics.median(r[0] for r in rounds),
                     statistics.median(r[1] for r in rounds)))
         elif args.latency:
-            latency(args.latency, tmp)
+            latency(args.latency, tmp, severity=args.severity)
         if args.throughput_seconds:
             rates = {"ours": [], "one": [], "two": []}
             for n in range(args.rounds):
