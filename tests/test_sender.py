@@ -207,3 +207,71 @@ def test_a_reload_that_changes_the_room_replaces_matrix_commander_once_idle(worl
     world.add("two")
     second = world.started()
     assert second.argv[second.argv.index("--room") + 1] == "#other:localhost"
+
+
+def _note(body, severity="warning", key="", room="", mentions=()):
+    return Notification(body=body, html=body, fields={}, timestamp=1.0, severity=severity, key=key, room=room,
+                        mentions=mentions)
+
+
+def test_critical_goes_first_and_past_the_rate_cap(tmp_path):
+    """A queue full of routine and warnings never holds a critical message
+    back: it leaves first, and the per-minute cap does not apply to it."""
+    world = World(tmp_path, cap=1)
+    for i in range(3):
+        world.spool.add(_note("warning %d" % i))
+    world.spool.add(_note("routine", severity="info"))
+    world.spool.add(_note("critical", severity="critical"))
+    world.spool.commit()
+    child = world.started()
+    assert world.send_one(child)["body"] == "critical"
+    child.ack("$critical")
+    world.step()
+    world.clock.now += 60  # it counted: the next message waits for the cap
+    assert world.send_one(child)["body"] == "warning 0"
+    child.ack("$w0")
+    world.step()
+    world.spool.add(_note("critical again", severity="critical"))
+    world.spool.commit()
+    assert world.send_one(child)["body"] == "critical again"  # the cap is used up, yet it goes
+    child.ack("$c2")
+    world.step()
+    child.open_fifo()
+    world.step()
+    assert child.take() is None  # the warnings wait for the cap
+
+
+def test_a_newer_version_replaces_the_unsent_one_and_edits_the_sent_one(world):
+    world.spool.add(_note("count: 1", key="repeat|x"))
+    world.spool.add(_note("count: 2", key="repeat|x"))  # not sent yet: replaced in place
+    world.spool.commit()
+    child = world.started()
+    first = world.send_one(child)
+    assert first["body"] == "count: 2" and "m.relates_to" not in first
+    child.ack("$first")
+    world.step()
+    world.spool.add(_note("count: 9", key="repeat|x", mentions=("@alice:example.org",)))
+    world.spool.commit()
+    edit = world.send_one(child)
+    assert edit["m.relates_to"] == {"rel_type": "m.replace", "event_id": "$first"}
+    assert edit["m.new_content"]["body"] == "count: 9" and edit["body"] == "* count: 9"
+    assert edit["m.mentions"] == {}  # an edit notifies nobody
+    child.ack("$edit")
+    world.step()
+    assert world.waiting() == 0
+
+
+def test_each_severity_goes_to_its_room_one_matrix_commander_at_a_time(world):
+    world.spool.add(_note("to the room"))
+    world.spool.add(_note("to the critical room", room="#critical:localhost"))
+    world.spool.commit()
+    first = world.started()
+    assert first.argv[first.argv.index("--room") + 1] == "#audit:localhost"
+    assert world.send_one(first)["body"] == "to the room"
+    first.ack("$a")
+    world.step()
+    assert first.returncode == -15  # idle: replaced for the other room
+    second = world.started()
+    assert second.argv[second.argv.index("--room") + 1] == "#critical:localhost"
+    assert [c for c in world.children if c.returncode is None] == [second]
+    assert world.send_one(second)["body"] == "to the critical room"

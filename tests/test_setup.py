@@ -12,13 +12,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from auditd_env import auditd_unavailable_reason, private_auditd
 from matrix_env import matrix_world
-from rig import SCRIPT
+from rig import SCRIPT, WAIT
 from corpus import ROOT
 
 from audit_notify.doctor import Doctor
@@ -151,6 +152,12 @@ def test_setup_then_a_real_event_arrives(tmp_path, root):
         assert config.read_text().endswith("digest_after = 9\n")
         assert blacklist.read_text() == (Path(ROOT) / "blacklist.example").read_text()
 
+    # auditd has stopped; the plugin it ran may still be delivering its last
+    # messages (SIGTERM gives it a grace period): --purge waits for that.
+    end = time.monotonic() + WAIT
+    while time.monotonic() < end and subprocess.run(["pgrep", "-f", str(root / "etc/audit-notify")],
+                                                    capture_output=True).returncode == 0:
+        time.sleep(0.1)
     gone = subprocess.run([sys.executable, SCRIPT, "uninstall", "--root", str(root), "--user", USER, "--purge"],
                           capture_output=True, text=True)
     assert gone.returncode == 0, gone.stderr

@@ -48,6 +48,8 @@ def processes_of(uid: Optional[int] = None, argv_has: str = "", proc: str = "/pr
         if not name.isdigit() or int(name) == os.getpid():
             continue
         try:
+            if _zombie(proc, name):
+                continue  # it has exited; only its parent's bookkeeping is left
             if uid is not None and os.stat(os.path.join(proc, name)).st_uid == uid:
                 found.append(int(name))
                 continue
@@ -58,6 +60,13 @@ def processes_of(uid: Optional[int] = None, argv_has: str = "", proc: str = "/pr
         except OSError:  # gone meanwhile
             continue
     return sorted(found)
+
+
+def _zombie(proc: str, pid: str) -> bool:
+    """An exited process whose parent has not reaped it (one orphaned when
+    auditd stopped, where init is slow to reap)."""
+    with open(os.path.join(proc, pid, "stat")) as handle:
+        return handle.read().rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def kernel_cmdline(path: str = "/proc/cmdline") -> List[str]:
@@ -78,6 +87,8 @@ def processes(proc: str = "/proc") -> List[Tuple[int, int, str, str]]:
                 cmdline = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
         except OSError:
             continue  # gone meanwhile
+        if fields.get("State", "").strip().startswith("Z"):
+            continue  # exited
         found.append((int(name), int(fields.get("PPid", "0").strip() or 0), fields.get("Name", "").strip(), cmdline))
     return found
 

@@ -122,20 +122,23 @@ class Incident:
         command line; the same program doing the same things to the same
         files.  Two different actions never share one."""
         anchor = self.anchor
+        values = anchor.facts.values if anchor is not None else {}
         parts = [self.node, self.kind, self.severity]
         if self.kind == "failed-login":
-            source = (anchor.facts.get("addr") or anchor.facts.get("hostname")) if anchor else ""
+            source = values.get("addr") or values.get("hostname", "")
             return "\x1f".join(parts + [self.facts.get("service", ""), source])
         session = self.session
-        parts += [session.user if session is not None and session.user else
-                  (anchor.facts.get("auid") if anchor is not None else ""),
-                  session.addr if session is not None and self.kind == "login" else ""]
-        for name in ("cmd", "invocation", "command", "package_command", "target", "failed"):
-            parts.append(str(self.facts.get(name, "")))
+        facts = self.facts
+        parts += [session.user if session is not None and session.user else values.get("auid", ""),
+                  session.addr if session is not None and self.kind == "login" else "",
+                  str(facts.get("cmd", "")), str(facts.get("invocation", "")), str(facts.get("command", "")),
+                  str(facts.get("package_command", "")), str(facts.get("target", "")), str(facts.get("failed", ""))]
         if anchor is not None:
-            parts += [anchor.get("type"), anchor.facts.get("key"), anchor.facts.get("exe"), anchor.facts.get("op"),
-                      anchor.facts.get("acct") or anchor.facts.get("id"), anchor.facts.command]
-        for piece in self.worst_pieces():
-            parts += [piece.why, piece.event.facts.get("acct") or piece.event.facts.get("id"),
-                      piece.event.facts.get("syscall")] + piece.event.facts.written_paths()
+            parts += [anchor.get("type"), values.get("key", ""), values.get("exe", ""), values.get("op", ""),
+                      values.get("acct") or values.get("id", ""), anchor.facts.command]
+        for piece in sorted(self.pieces, key=lambda piece: RANK[piece.severity]) if len(self.pieces) > 1 \
+                else self.pieces:
+            seen = piece.event.facts
+            parts += [piece.why, seen.values.get("acct") or seen.values.get("id", ""),
+                      seen.values.get("syscall", "")] + seen.written_paths()
         return "\x1f".join(parts)

@@ -60,7 +60,7 @@ def command_words(event: Event) -> List[str]:
                 except ValueError:
                     words.append(value)
         facts.words = words
-    return list(facts.words)
+    return facts.words  # shared: read, never changed
 
 
 def argv_of(event: Event) -> List[str]:
