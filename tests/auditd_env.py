@@ -404,7 +404,7 @@ class PrivateAuditd:
         lock_timeout: float = 300.0,
         start_timeout: float = 20.0,
         stop_timeout: float = 10.0,
-        plugin_exit_timeout: float = 5.0,
+        plugin_exit_timeout: float = 15.0,
     ):
         if log_format.upper() not in ("RAW", "ENRICHED"):
             raise ValueError("log_format must be RAW or ENRICHED")
@@ -712,7 +712,9 @@ class PrivateAuditd:
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self.exit_code = self.proc.returncode
-        # auditd's plugins get SIGTERM + EOF; give them a bounded grace time.
+        # auditd's plugins get SIGTERM + EOF; give them a bounded grace time
+        # (longer than audit-notify's own bound: 5 s for the send in flight,
+        # 5 s for matrix-commander to stop).
         # (A plugin that stalled auditd's dispatcher gets no SIGTERM at all:
         # the dispatcher thread is stuck in write() when auditd exits.)
         deadline = time.monotonic() + self.plugin_exit_timeout

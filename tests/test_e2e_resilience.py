@@ -164,6 +164,7 @@ def test_a_flood_of_20000_commands_is_one_count_and_capped(world, tmp_path):
     assert len(alone) + folded == execs == 20000
     # The plugin accounts for every event it read.
     line = _wait_for_exit(plugin)
+    assert line, "the plugin logged no exit line:\n" + plugin.log_text()[-3000:]
     numbers = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.split(";")[0])}
     assert numbers["events"] == numbers["filtered"] + numbers["notified"] + numbers["digested"] + numbers["routine"]
     assert numbers["digested"] == folded

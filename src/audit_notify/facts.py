@@ -139,8 +139,10 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
     paths: List[Tuple[str, str]] = []
     command: List[str] = []
     cwd = ""
-    ordered = sorted(records, key=lambda record: record[0] != "SYSCALL")
-    for rtype, text in ordered:
+    records = list(records)
+    if records and records[0][0] != "SYSCALL":  # the SYSCALL record first: its values win
+        records.sort(key=lambda record: record[0] != "SYSCALL")
+    for rtype, text in records:
         if rtype == "EXECVE":
             command.append(_PREFIX.sub("", text.split("\x1d", 1)[0]))
             continue

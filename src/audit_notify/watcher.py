@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import re
 import time
+from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .config import Config
@@ -77,12 +78,14 @@ class Gaps:
 
     def __init__(self):
         self.high: Optional[int] = None
-        self.missing: Dict[int, float] = {}  # number -> when it was found missing
+        # number -> when it was found missing, oldest first (an OrderedDict:
+        # taking from the front of a plain dict gets slower as it goes)
+        self.missing: "OrderedDict[int, float]" = OrderedDict()
         self.lost = 0                        # settled as lost, not yet reported
 
     def see(self, serial: int, now: float):
         if self.high is None or serial - self.high > NEW_SEQUENCE or self.high - serial > NEW_SEQUENCE:
-            self.high, self.missing = serial, {}
+            self.high, self.missing = serial, OrderedDict()
             return
         if serial > self.high:
             gap = serial - self.high - 1
@@ -96,12 +99,20 @@ class Gaps:
             self.missing.pop(serial, None)
 
     def settle(self, now: float) -> int:
-        """Numbers missing for SETTLE seconds are lost; how many now."""
-        old = [number for number, since in self.missing.items() if now - since >= SETTLE]
-        for number in old:
-            del self.missing[number]
-        lost, self.lost = self.lost + len(old), 0
+        """Numbers missing for SETTLE seconds are lost; how many now.  They
+        were noted in order, oldest first: stop at the first young one."""
+        lost, self.lost = self.lost, 0
+        while self.missing:
+            number, since = next(iter(self.missing.items()))
+            if now - since < SETTLE:
+                break
+            self.missing.popitem(last=False)
+            lost += 1
         return lost
+
+    def oldest(self) -> Optional[float]:
+        """When the longest-missing number was found missing."""
+        return next(iter(self.missing.values()), None)
 
 
 class Episode:
@@ -192,8 +203,10 @@ class Watcher:
     def next_due(self) -> Optional[float]:
         times = [self.next_beat] if self.next_beat is not None else []
         for gaps in self.gaps.values():
-            if gaps.missing or gaps.lost:
-                times.append(min(gaps.missing.values(), default=0.0) + SETTLE)
+            if gaps.lost:
+                times.append(0.0)
+            elif gaps.missing:
+                times.append(gaps.oldest() + SETTLE)
         for episode in self.episodes.values():
             times.append(episode.last + EPISODE_QUIET)
             if episode.count != episode.sent_count:
