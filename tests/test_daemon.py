@@ -16,7 +16,7 @@ from fakes import Clock, FakeMatrixCommander
 from audit_notify.cli import UNEXPECTED, serve
 from audit_notify.config import Config
 from audit_notify.counters import Counters
-from audit_notify.daemon import EOF, READ_ERROR, STATS_INTERVAL, TAKEOVER_INTERVAL, Plugin
+from audit_notify.daemon import EOF, READ_ERROR, STATS_INTERVAL, STOPPED, TAKEOVER_INTERVAL, Plugin
 from audit_notify.reader import IDLE_TICK, import_auparse
 from audit_notify.rules import RuleSet, parse_rules
 from audit_notify.sender import Sender
@@ -87,7 +87,7 @@ class Loop:
         what = self.reads.pop(0)
         if isinstance(what, BaseException):
             raise what
-        return what
+        return what() if callable(what) else what
 
 
 class StopLoop(Exception):
@@ -106,6 +106,14 @@ def test_eof_is_the_end_of_input(tmp_path):
     loop = Loop(tmp_path, reads=[read(SAMPLE), b""])
     assert loop.plugin.run(0) == EOF
     assert loop.counters.events > 300
+
+
+def test_auditd_stopping_is_a_stop_whichever_of_eof_and_sigterm_is_seen_first(tmp_path):
+    """auditd closes the pipe and sends SIGTERM together; seen in one turn,
+    it is a stop (a bounded grace), not a file piped by hand (a drain)."""
+    loop = Loop(tmp_path, reads=[read(SAMPLE)[:20000]])
+    loop.reads.append(lambda: (loop.plugin.request_stop(), b"")[1])  # the signal lands during the read
+    assert loop.plugin.run(0) == STOPPED
 
 
 def test_a_plugin_without_the_sending_rights_takes_over_once_they_are_free(tmp_path, caplog):
@@ -199,8 +207,13 @@ def test_a_bad_reload_keeps_everything(tmp_path, caplog):
 
 def test_the_last_resort_logs_the_traceback_counts_it_and_fails(tmp_path, caplog):
     loop = Loop(tmp_path, reads=[read(SAMPLE)[:30000], ValueError("a bug somewhere")])
-    loop.wait = lambda fds, timeout: [fds[0]] if loop.reads else []
-    loop.plugin._wait = loop.wait
+
+    def wait(fds, timeout):
+        if loop.reads:
+            return [fds[0]]
+        loop.clock.now += timeout or 0.01  # the stop's grace passes
+        return []
+    loop.plugin._wait = wait
     with caplog.at_level(logging.ERROR, logger="audit-notify"):
         assert serve(loop.plugin, loop.spool, loop.counters, [0], None) == 1
     assert UNEXPECTED in caplog.text and "ValueError: a bug somewhere" in caplog.text

@@ -4,6 +4,7 @@ test's own, no sleeps).  The process tests (test_plugin.py) and the real
 homeserver (test_e2e_*.py) cover the same ground end to end."""
 
 import os
+import select
 
 import pytest
 from fakes import Clock, FakeMatrixCommander
@@ -275,3 +276,52 @@ def test_each_severity_goes_to_its_room_one_matrix_commander_at_a_time(world):
     assert second.argv[second.argv.index("--room") + 1] == "#critical:localhost"
     assert [c for c in world.children if c.returncode is None] == [second]
     assert world.send_one(second)["body"] == "to the critical room"
+
+
+def _playing(world, child, sent):
+    """A wait() for Sender.stop that plays matrix-commander: it opens the
+    FIFO, takes what was written and acknowledges it, as time passes."""
+    def wait(fds, timeout):
+        if child._reader is None:
+            child.open_fifo()
+        else:
+            taken = child.take()
+            if taken:
+                sent.append(taken["content"]["body"])
+                child.ack("$%d" % len(sent))
+        world.clock.now += min(timeout, 1.0) if timeout else 0.01
+        return select.select(fds, [], [], 0.01)[0] if fds else []
+    return wait
+
+
+def test_a_stop_sends_the_critical_messages_waiting_and_leaves_the_rest_for_the_next_start(tmp_path):
+    """auditd stopping (perhaps by an intruder) is itself a critical
+    message: it must leave before the plugin does; the warnings the rate
+    cap holds back wait in the spool instead of delaying the stop."""
+    world = World(tmp_path, cap=1)
+    world.spool.add(_note("warning 0"))
+    world.spool.add(_note("warning 1"))
+    world.spool.commit()
+    child = world.started()
+    assert world.send_one(child)["body"] == "warning 0"
+    child.ack("$w0")
+    world.step()
+    world.spool.add(_note("auditd stopped", severity="critical"))
+    world.spool.commit()
+    sent = []
+    started = world.clock.now
+    world.sender.stop(5.0, _playing(world, child, sent), drain=False)
+    assert sent == ["auditd stopped"]
+    assert world.waiting() == 1 and world.spool.peek().rank == 1  # warning 1, for the next start
+    assert child.returncode is not None and world.clock.now - started < 5.0
+
+
+def test_the_end_of_a_file_piped_by_hand_waits_for_the_whole_spool(tmp_path):
+    world = World(tmp_path, cap=1)
+    world.spool.add(_note("warning 0"))
+    world.spool.add(_note("warning 1"))
+    world.spool.commit()
+    child = world.started()
+    sent = []
+    world.sender.stop(120.0, _playing(world, child, sent), drain=True)
+    assert sent == ["warning 0", "warning 1"] and world.waiting() == 0

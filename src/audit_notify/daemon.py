@@ -35,8 +35,8 @@ from .watcher import Watcher
 
 log = logging.getLogger("audit-notify")
 
-# A SIGTERM waits this long for the event in flight (auditd itself does
-# not wait for its plugins).
+# A stop waits this long for the event in flight and the critical
+# messages still waiting (auditd itself does not wait for its plugins).
 SHUTDOWN_GRACE = 5.0
 # At EOF (someone piping ausearch by hand) the spool gets this long to be
 # delivered; what is left is sent by the next start.
@@ -268,7 +268,9 @@ class Plugin:
                     self.counters.errors += 1
                     return READ_ERROR
                 if not data:
-                    return EOF
+                    # auditd stopping closes our stdin and sends SIGTERM at
+                    # once: whichever is seen first, it is a stop.
+                    return STOPPED if self.stopping else EOF
                 self.reader.feed(data)
             self._tick(fd in ready)
             if self.sender is not None:
@@ -349,8 +351,11 @@ class Plugin:
         self.watcher.due(self._wall())
         self.commit()
         if self.sender is not None:
-            at_eof = ending == EOF
-            self.sender.stop(EOF_DRAIN_SECONDS if at_eof else SHUTDOWN_GRACE, self._wait, drain=at_eof)
+            # Only someone piping a file by hand waits for the whole spool;
+            # under auditd the end of input is auditd stopping, and the next
+            # start sends what is left (critical messages go out first).
+            by_hand = ending == EOF and not self.live
+            self.sender.stop(EOF_DRAIN_SECONDS if by_hand else SHUTDOWN_GRACE, self._wait, drain=by_hand)
         self.commit()
         if self.sender is not None and ending != READ_ERROR:
             self._mark_clean()

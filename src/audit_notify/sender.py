@@ -149,6 +149,12 @@ class Sender:
     def fds(self) -> List[int]:
         return sorted(self._child.open) if self._child else []
 
+    def _left_to_send(self, everything: bool) -> bool:
+        """Whether stop() still waits: for anything spooled, or only for a
+        critical message (one the rate cap never holds back)."""
+        item = self._spool.peek()
+        return item is not None and (everything or item.rank == 0)
+
     def busy(self) -> bool:
         return self._inflight is not None or self._spool.peek() is not None
 
@@ -412,13 +418,13 @@ class Sender:
         return True
 
     def stop(self, seconds: float, wait: Callable[[List[int], Optional[float]], List[int]], drain: bool):
-        """Finish the event in flight, and with ``drain`` (EOF: someone
-        piping ausearch) the whole spool, for at most ``seconds``, and not
-        through an outage; then stop matrix-commander.  The rest stays
-        spooled for the next start."""
+        """Finish the event in flight and the critical messages waiting,
+        and with ``drain`` (EOF: someone piping ausearch) the whole spool,
+        for at most ``seconds``, and not through an outage; then stop
+        matrix-commander.  The rest stays spooled for the next start."""
         end = self._clock() + seconds
         while self._clock() < end and (self._inflight is not None or (
-                drain and self.busy() and self._failures < EOF_GIVE_UP_FAILURES)):
+                self._failures < EOF_GIVE_UP_FAILURES and self._left_to_send(drain))):
             deadline = self.deadline()
             timeout = max(0.0, min(end, deadline if deadline is not None else end) - self._clock())
             self.step(wait(self.fds(), timeout))
