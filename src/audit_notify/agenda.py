@@ -48,10 +48,16 @@ class Agenda:
 
     def due(self, now: float):
         """Hand over what is due by ``now`` (event time; the daemon passes
-        the wall clock when the input is quiet), and close what went quiet."""
-        self.now = max(self.now, now)
-        while self._agenda and self._agenda[0][0] <= now:
-            _when, _tie, key = heapq.heappop(self._agenda)
+        the wall clock when the input is quiet), and close what went quiet.
+        It runs twice per event and mostly finds nothing due: that case
+        returns after one look at the heap's top."""
+        if now > self.now:
+            self.now = now
+        agenda = self._agenda
+        if (not agenda or agenda[0][0] > now) and len(self._open) <= MAX_OPEN:
+            return
+        while agenda and agenda[0][0] <= now:
+            _when, _tie, key = heapq.heappop(agenda)
             incident = self._open.get(key)
             if incident is None:
                 continue
