@@ -37,6 +37,12 @@ _SUMMARY = frozenset(SUMMARY_FIELDS)
 NORMALIZED = frozenset(("kind", "action", "object_kind", "how", "session", "primary_subject", "secondary_subject",
                         "primary_object", "secondary_object"))
 _EVENT_LEVEL_SET_LATER = frozenset(("node", "serial", "records"))
+# The summary fields read one by one from the parser (summary_from_parser),
+# in SUMMARY_FIELDS order, with and without the normalizer: worked out once
+# here, not tested name by name for every event.
+_LOOKED_UP = {normalize: tuple(name for name in SUMMARY_FIELDS if name not in ("type", "time")
+                               and name not in _EVENT_LEVEL_SET_LATER and (normalize or name not in NORMALIZED))
+              for normalize in (True, False)}
 
 
 class Event:
@@ -375,11 +381,18 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
     # fields it waits until a message asks (read again, then).
     normalized = _normalized(au, auparse) if normalize else {}
     types, texts, ended, typed = [], [], False, []
+    type_name, record_text, next_record = au.get_type_name, au.get_record_text, au.next_record
     au.first_record()
-    while True:
-        rtype = _type_name(au)
+    while True:  # once per record: the plain calls first, the careful ones (_type_name) where they raise
         try:
-            text = line_of(au.get_record_text())
+            rtype = type_name()
+        except (UnicodeDecodeError, LookupError):
+            rtype = _type_name(au)
+        else:
+            if rtype is None:
+                rtype = ""
+        try:
+            text = line_of(record_text())
         except UnicodeDecodeError:
             text = None
         if text is None or rtype is None:
@@ -390,7 +403,7 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
         else:
             types.append(rtype)
             typed.append((rtype, text))
-        if not au.next_record():
+        if not next_record():
             break
     if not types and not ended:
         raise Malformed("a record whose type cannot be read")
@@ -403,8 +416,8 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
     result = _first_value(au, "res")
     if result is not None:
         fields["result"] = result
-    for name in SUMMARY_FIELDS:
-        if name not in fields and name not in _EVENT_LEVEL_SET_LATER and (normalize or name not in NORMALIZED):
+    for name in _LOOKED_UP[bool(normalize)]:
+        if name not in fields:
             value = _first_value(au, name)
             if value is not None:
                 fields[name] = value
