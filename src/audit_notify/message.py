@@ -155,6 +155,16 @@ def fit(lines: List[str], limit: int, joiner: str) -> str:
     return text
 
 
+def span(seconds: float) -> str:
+    """A length of time as a person reads it on a phone: seconds, minutes
+    or hours, whichever keeps the number short."""
+    if seconds < 120:
+        return "%d s" % seconds
+    if seconds < 7200:
+        return "%d min" % (seconds // 60)
+    return "%.1f h" % (seconds / 3600)
+
+
 def mention_line(mentions: Sequence[str]) -> Tuple[str, str]:
     """The line that names the configured people (plain, HTML with pills):
     their ids come from the config, never from audit text."""

@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence, Tuple
 from .events import Event
 from .headlines import _known
 from .incidents import Incident
-from .message import V
+from .message import V, span
 from .programs import argv_of, argv_paths, command_words
 from .severity import EVIDENCE_PLACES, RANK, odd_place, place
 
@@ -255,8 +255,4 @@ def rules_effect(incident: Incident) -> Tuple[str, ...]:
 
 
 def duration(seconds: float) -> str:
-    if seconds < 120:
-        return "ended after %d s" % seconds
-    if seconds < 7200:
-        return "ended after %d min" % (seconds // 60)
-    return "ended after %.1f h" % (seconds / 3600)
+    return "ended after " + span(seconds)

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .config import Config
 from .counters import Counters
 from .events import Event
-from .message import Line, Notification, V, mention_line
+from .message import Line, Notification, V, mention_line, span
 
 # A number not seen this long after a later one is lost (events are
 # emitted out of order by a little, and auparse holds some back).
@@ -49,14 +49,6 @@ MAX_MISSING = 200_000
 
 def _clock(when: float, fmt: str = "%H:%M") -> str:
     return time.strftime(fmt, time.localtime(when))
-
-
-def _span(seconds: float) -> str:
-    if seconds < 120:
-        return "%d s" % seconds
-    if seconds < 7200:
-        return "%d min" % (seconds // 60)
-    return "%.1f h" % (seconds / 3600)
 
 
 def _message(severity: str, head: Line, lines: List[str], when: float, key: str, kind: str,
@@ -246,14 +238,14 @@ class Watcher:
 
     def _silent(self, node: str, last: float, now: float):
         self.silent[node] = last
-        head = Line((V(node), " has sent no audit events for %s" % _span(now - last)))
+        head = Line((V(node), " has sent no audit events for %s" % span(now - last)))
         lines = ["last one at %s; auditd's remote link (audisp-remote) or the host may be down" %
                  _clock(last, "%H:%M:%S %Z")]
         self._accept(_message("warning", head, lines, now, self._silent_key(node, last), "notice"))
 
     def _back(self, node: str, now: float):
         last = self.silent.pop(node)
-        head = Line((V(node), " was silent for %s, sending again" % _span(now - last)))
+        head = Line((V(node), " was silent for %s, sending again" % span(now - last)))
         lines = ["no audit events from %s to %s" % (_clock(last, "%H:%M:%S"), _clock(now, "%H:%M:%S %Z"))]
         self._accept(_message("warning", head, lines, now, self._silent_key(node, last), "notice"))
 
@@ -304,7 +296,7 @@ class Watcher:
             last = float(state.get("updated", ""))
         except ValueError:
             last = None
-        gone = (" (last sign of life %s, %s ago)" % (_clock(last, "%Y-%m-%d %H:%M:%S %Z"), _span(now - last))
+        gone = (" (last sign of life %s, %s ago)" % (_clock(last, "%Y-%m-%d %H:%M:%S %Z"), span(now - last))
                 if last else "")
         head = Line(("audit-notify restarted on ", V(self.local), " after stopping uncleanly"))
         lines = ["the previous run (pid %s) was killed or crashed%s" % (state["pid"], gone),
