@@ -155,9 +155,6 @@ class Sender:
         item = self._spool.peek()
         return item is not None and (everything or item.rank == 0)
 
-    def busy(self) -> bool:
-        return self._inflight is not None or self._spool.peek() is not None
-
     def deadline(self) -> Optional[float]:
         """When step() must run next even if no output arrives.  Computed
         from the state as it is now (the swap thread may just have made
