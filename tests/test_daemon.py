@@ -169,11 +169,13 @@ def test_reload_applies_every_key_it_can_and_names_the_others(tmp_path, caplog):
                   spool_max_age_hours=2.0, digest_after=0, digest_window=30.0, max_messages_per_minute=7,
                   send_timeout=5.0, room="#b:localhost", matrix_commander="/other/mc",
                   user="someone", log_file="/var/log/x", state_dir="/elsewhere", spool_dir="/elsewhere/spool",
-                  credentials="/elsewhere/c", store="/elsewhere/s")
+                  credentials="/elsewhere/c", store="/elsewhere/s", mention=("@admin:localhost",),
+                  heartbeat="every 30m", node_silence_minutes=5.0)
     rules = RuleSet(tuple(parse_rules("type=USER_LOGIN\n", "blacklist")))
     loop.reloads.append((new, rules))
     plugin.request_reload()
     caplog.set_level(logging.INFO, logger="audit-notify")
+    reloaded_at = loop.clock()
     with pytest.raises(StopLoop):
         plugin.run(0)
     assert logging.getLogger("audit-notify").level == logging.DEBUG
@@ -185,6 +187,10 @@ def test_reload_applies_every_key_it_can_and_names_the_others(tmp_path, caplog):
     assert plugin.sender.config.max_messages_per_minute == 7 and plugin.sender.config.send_timeout == 5.0
     assert plugin.sender.config.room == "#b:localhost" and plugin.sender.config.matrix_commander == "/other/mc"
     assert loop.children[0].returncode is not None  # the old matrix-commander is replaced
+    watcher = plugin.watcher
+    assert (watcher.mentions, watcher.heartbeat, watcher.silence, watcher.local) == \
+        (("@admin:localhost",), "every 30m", 300.0, "renamed")
+    assert reloaded_at + 1800 <= watcher.next_beat <= loop.clock() + 1801  # every 30 min from the reload on
     # Named, and kept as they were until a restart:
     for key in ("user", "log_file", "state_dir", "spool_dir", "credentials", "store"):
         assert "reload: %s changed, but it takes effect only when the plugin restarts" % key in caplog.text

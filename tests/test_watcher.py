@@ -78,7 +78,7 @@ def test_numbers_that_come_late_are_not_lost_and_auditds_own_records_do_not_coun
 
 def test_a_file_read_by_hand_is_not_watched_for_gaps():
     room = Room()
-    watcher = Watcher(Config(heartbeat=""), room, Counters(), "web1", T0, watch_serials=False)
+    watcher = Watcher(Config(heartbeat=""), room, Counters(), "web1", T0, live=False)
     for event in _events([1, 50, 900]):
         watcher.on_event(event, T0)
     watcher.due(T0 + 3600)

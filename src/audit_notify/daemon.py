@@ -100,9 +100,8 @@ class Plugin:
         # auditd's live stream (not a file read by hand): event numbers are
         # watched for losses, and a heartbeat tells the room it is watched.
         self.live = live
-        self.watcher = Watcher(config if live else replace(config, heartbeat=""), self._accept, counters,
-                               config.hostname or hostname, wall(), watch_serials=live)
-        self.watcher.kernel_baseline = kernel_lost
+        self.watcher = Watcher(config, self._accept, counters, config.hostname or hostname, wall(), live=live,
+                               kernel_lost=kernel_lost)
         self._kmsg = kmsg  # /dev/kmsg, opened as root: where the kernel says it lost events
         self.stopping = False
         self.reload_requested = False
@@ -205,6 +204,7 @@ class Plugin:
         self.reader.lazy = _lazy(config)
         self.reader.normalize = bool(rules.fields() & NORMALIZED)
         self.reader.configure(config.hostname or self._host, config.eoe_timeout)
+        self.watcher.configure(config, self._wall(), config.hostname or self._host)
         set_level(config.log_level)
         self.sink.configure(config)
         if self.sender is not None:

@@ -122,27 +122,34 @@ class Watcher:
     """See the module docstring.  ``accept`` takes each notification."""
 
     def __init__(self, config: Config, accept: Callable[[Notification], None], counters: Counters,
-                 local_node: str, now: float, watch_serials: bool = True):
+                 local_node: str, now: float, live: bool = True, kernel_lost: Optional[int] = None):
         self._accept = accept
         self.counters = counters
-        self.local = local_node
-        self.watch_serials = watch_serials
+        # auditd's live stream; a file read by hand has gaps by design and
+        # no day to beat through: no gaps watched, no heartbeat.
+        self.live = live
         self.gaps: Dict[str, Gaps] = {}
         self.episodes: Dict[str, Episode] = {}
         self._episodes_made = 0
         self.seen: Dict[str, float] = {}           # remote node -> when its last event came
         self.silent: Dict[str, float] = {}         # remote node -> when it was said to be silent
         self.started = now
-        self.kernel_baseline: Optional[int] = None  # the kernel's lost count at start (kernel.status)
-        self.configure(config, now)
+        self.kernel_baseline = kernel_lost  # the kernel's lost count at start (kernel.status), if known
+        self.heartbeat: Optional[str] = None
+        self.configure(config, now, local_node)
         self._baseline = counters.snapshot()
         self._last_beat = now
 
-    def configure(self, config: Config, now: float):
+    def configure(self, config: Config, now: float, local_node: str):
+        """The settings, at start and on SIGHUP; a reload that leaves the
+        heartbeat as it was keeps its schedule."""
+        self.local = local_node
         self.mentions = config.mention
         self.silence = config.node_silence_minutes * 60.0
-        self.heartbeat = config.heartbeat
-        self.next_beat = self._next_beat(now)
+        heartbeat = config.heartbeat if self.live else ""
+        if heartbeat != self.heartbeat:
+            self.heartbeat = heartbeat
+            self.next_beat = self._next_beat(now)
 
     # -- input ----------------------------------------------------------------
 
@@ -157,7 +164,7 @@ class Watcher:
             # While auditd is down the kernel goes on numbering what nobody
             # receives: that hole is told as auditd stopping, not as a loss.
             self.gaps.pop(node, None)
-        if not self.watch_serials or rtype.startswith("DAEMON_"):
+        if not self.live or rtype.startswith("DAEMON_"):
             return  # auditd numbers its own records apart
         serial = event.get("serial")
         if serial.isdigit():
