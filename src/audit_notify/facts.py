@@ -101,15 +101,13 @@ class Facts:
     field is absent or the kernel's "unset".
     """
 
-    __slots__ = ("values", "paths", "command", "cwd", "words")
+    __slots__ = ("values", "paths", "command", "words")
 
-    def __init__(self, values: Dict[str, str], paths: Tuple[Tuple[str, str], ...] = (), command: str = "",
-                 cwd: str = ""):
+    def __init__(self, values: Dict[str, str], paths: Tuple[Tuple[str, str], ...] = (), command: str = ""):
         self.values = values
         self.paths = paths
         self.command = command
         self.words: Optional[List[str]] = None  # the argv, once programs.command_words has read it
-        self.cwd = cwd
 
     def get(self, name: str, default: str = "") -> str:
         return self.values.get(name, default)
@@ -123,7 +121,6 @@ class Facts:
             self.values.setdefault(name, value)
         self.paths += other.paths
         self.command = self.command or other.command
-        self.cwd = self.cwd or other.cwd
         self.words = None
 
     def written_paths(self) -> List[str]:
@@ -179,4 +176,4 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
     if cwd:
         paths = [(name if name.startswith("/") else cwd.rstrip("/") + "/" + name, nametype)
                  for name, nametype in paths]
-    return Facts(values, tuple(paths), " ".join(command), cwd)
+    return Facts(values, tuple(paths), " ".join(command))

@@ -40,7 +40,6 @@ MARKS = {CRITICAL: "🚨", WARNING: "⚠️", INFO: "ℹ️"}
 FAILED_MARK = "❌"
 # Commands and effects listed in a message at most (the rest are counted).
 MAX_LISTED = 12
-UNSET = ("4294967295", "-1", "unset", "")
 
 
 def mark(severity: str, failed: bool = False) -> str:
@@ -189,8 +188,10 @@ def _package_verb(command: str) -> str:
 
 # -- messages -----------------------------------------------------------------
 
-def _finish(severity: str, failed: bool, head: Line, node: str, lines: List[Line], mentions: Sequence[str]) \
+def compose(severity: str, failed: bool, head: Line, node: str, lines: List[Line], mentions: Sequence[str]) \
         -> Tuple[str, str]:
+    """The body and HTML of a message: the marks, the headline in bold, its
+    lines, and for a critical one the mention line; each cut to fit."""
     if node:
         head = head + (" on ", V(node))
     prefix = mark(severity, failed)
@@ -218,7 +219,7 @@ def format_incident(incident: Incident, mentions: Sequence[str] = ()) -> Notific
         failed = incident.failed() or bool(incident.pieces and all(p.why in ("login failed", "access denied")
                                                                    for p in incident.pieces))
         lines = _incident_details(incident, head)
-    body, formatted = _finish(incident.severity, failed, head, incident.node, lines, mentions)
+    body, formatted = compose(incident.severity, failed, head, incident.node, lines, mentions)
     fields = dict(incident.anchor.fields) if incident.anchor is not None else {}
     return Notification(body=body, html=formatted, fields=fields, timestamp=incident.last,
                         priority=1 if incident.severity != INFO or failed else 0, kind="incident",

@@ -87,7 +87,7 @@ class Grouper(Agenda):
         node, ses = event.get("node"), facts.get("ses")
         session = self._sessions.get((node, ses))
         if session is None:
-            session = self._sessions[(node, ses)] = Session(node, ses, auid=facts.get("auid"))
+            session = self._sessions[(node, ses)] = Session(node, ses)
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
         program = basename(facts.get("exe"))

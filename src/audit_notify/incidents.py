@@ -38,7 +38,6 @@ class Session:
     ses: str
     service: str = ""
     user: str = ""       # the account name PAM logged in
-    auid: str = ""
     addr: str = ""
     hostname: str = ""
     terminal: str = ""
@@ -110,6 +109,9 @@ class Incident:
             self.critical_at = when
 
     def worst_pieces(self) -> List[Piece]:
+        """The pieces, worst first (most incidents have one: no sort)."""
+        if len(self.pieces) < 2:
+            return list(self.pieces)
         return sorted(self.pieces, key=lambda piece: RANK[piece.severity])
 
     def failed(self) -> bool:
@@ -136,8 +138,7 @@ class Incident:
         if anchor is not None:
             parts += [anchor.get("type"), values.get("key", ""), values.get("exe", ""), values.get("op", ""),
                       values.get("acct") or values.get("id", ""), anchor.facts.command]
-        for piece in sorted(self.pieces, key=lambda piece: RANK[piece.severity]) if len(self.pieces) > 1 \
-                else self.pieces:
+        for piece in self.worst_pieces():
             seen = piece.event.facts
             parts += [piece.why, seen.values.get("acct") or seen.values.get("id", ""),
                       seen.values.get("syscall", "")] + seen.written_paths()

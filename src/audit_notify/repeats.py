@@ -23,7 +23,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .severity import INFO, RANK, worst
+from .incidents import safe_key
+from .severity import INFO, worst
 
 # A count that climbs for this long is closed and a new one started.
 MAX_WINDOW = 86400.0
@@ -70,7 +71,7 @@ class Repeats:
             return None, closed
         if window is None:
             self._made += 1
-            key = "repeat|%s|%.3f|%d" % (node.encode("utf-8", "backslashreplace").decode("utf-8"), when, self._made)
+            key = safe_key("repeat", node, "%.3f" % when, str(self._made))
             window = self.windows[fingerprint] = Window(key=key, start=when, node=node)
         window.seen = max(window.seen, when)
         if window.alone < self.after:
@@ -185,7 +186,3 @@ class Routine:
 def top(counter: Counter, n: int) -> List[Tuple[str, int]]:
     """The ``n`` largest counts, largest first, ties by label."""
     return sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:n]
-
-
-def rank_of(severity: str) -> int:
-    return RANK.get(severity, RANK[INFO])

@@ -23,7 +23,6 @@ Time is the wall clock, passed in: tests need no sleeps.
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from collections import OrderedDict
@@ -32,7 +31,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .config import Config
 from .counters import Counters
 from .events import Event
-from .message import Line, Notification, V, mention_line, span
+from .format import compose
+from .incidents import safe_key
+from .message import Line, Notification, V, span
 
 # A number not seen this long after a later one is lost (events are
 # emitted out of order by a little, and auparse holds some back).
@@ -53,14 +54,8 @@ def _clock(when: float, fmt: str = "%H:%M") -> str:
 
 def _message(severity: str, head: Line, lines: List[str], when: float, key: str, kind: str,
              mentions: Tuple[str, ...] = ()) -> Notification:
-    mark = {"critical": "🚨", "warning": "⚠️", "info": "ℹ️"}[severity]
-    body_lines = [mark + " " + head.text()] + lines
-    html_lines = ["%s <b>%s</b>" % (mark, head.html())] + [html.escape(line) for line in lines]
-    if mentions:
-        plain, pills = mention_line(mentions)
-        body_lines.append(plain)
-        html_lines.append(pills)
-    body, formatted = "\n".join(body_lines), "<br>\n".join(html_lines)
+    """A message of the watcher's: its lines are our own words."""
+    body, formatted = compose(severity, False, head, "", [Line((line,)) for line in lines], mentions)
     return Notification(body=body, html=formatted, fields={}, timestamp=when, priority=1 if severity != "info" else 0,
                         kind=kind, severity=severity, key=key, mentions=mentions)
 
@@ -113,7 +108,7 @@ class Episode:
     def __init__(self, node: str, start: float, number: int):
         self.node, self.start, self.last = node, start, start
         self.count = 0
-        self.key = "lost|%s|%.0f|%d" % (node.encode("utf-8", "backslashreplace").decode("utf-8"), start, number)
+        self.key = safe_key("lost", node, "%.0f" % start, str(number))
         self.sent_at = 0.0
         self.sent_count = 0
 
@@ -258,7 +253,7 @@ class Watcher:
 
     @staticmethod
     def _silent_key(node: str, since: float) -> str:
-        return "silent|%s|%.0f" % (node.encode("utf-8", "backslashreplace").decode("utf-8"), since)
+        return safe_key("silent", node, "%.0f" % since)
 
     # -- heartbeat ---------------------------------------------------------------
 
@@ -288,7 +283,7 @@ class Watcher:
                      "{:,}".format(delta["filtered"]), "{:,}".format(delta["sent"])),
                  "updated %s; running since %s. If this line stops being updated, the watcher is down." % (
                      _clock(now, "%Y-%m-%d %H:%M %Z"), _clock(self.started, "%Y-%m-%d %H:%M"))]
-        self._accept(_message("info", head, lines, now, "heartbeat|%s" % self.local, "heartbeat"))
+        self._accept(_message("info", head, lines, now, safe_key("heartbeat", self.local), "heartbeat"))
         self._baseline, self._last_beat = now_counts, now
         self.next_beat = self._next_beat(now + 1)
 
