@@ -219,8 +219,8 @@ class Spool:
         self._gone[item.id] = item.version
         try:
             with self._transaction():
-                if item.key and event_id and self.sent_id(item.key, room) is None:
-                    self._db.execute("INSERT OR REPLACE INTO sent (key, room, event_id, at) VALUES (?, ?, ?, ?)",
+                if item.key and event_id:  # the first message's id stays: edits replace that one
+                    self._db.execute("INSERT OR IGNORE INTO sent (key, room, event_id, at) VALUES (?, ?, ?, ?)",
                                      (item.key, room, event_id, self._clock()))
         except sqlite3.Error as exc:
             raise SpoolError("cannot remove a delivered notification from %s: %s" % (self.path, exc)) from None
