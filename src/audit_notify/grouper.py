@@ -270,8 +270,6 @@ class Grouper(Agenda):
                     return ended
             incident = self._login_of(event)
         incident.facts["service"] = service
-        if rtype == "LOGIN" and not facts.unset("ses"):
-            incident.session = self._sessions.get((node, facts.get("ses")))
         if not facts.unset("ses"):
             session = self._sessions.get((node, facts.get("ses")))
             if session is not None:
