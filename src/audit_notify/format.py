@@ -30,6 +30,7 @@ from .phrases import (
     effects_of,
     origin,
     persons_action,
+    rule_changes,
     rule_count,
     rule_keys,
 )
@@ -154,12 +155,10 @@ def incident_headline(incident: Incident) -> Line:
 
 
 def _rules_headline(incident: Incident, who: str) -> Tuple[str, ...]:
-    ops = incident.facts.get("ops", {})
-    added = ops.get("add_rule", 0) + ops.get("add rule", 0)
-    removed = ops.get("remove_rule", 0) + ops.get("remove rule", 0)
+    added, removed = rule_changes(incident)
     failures = incident.facts.get("failures", 0)
-    if any(p.why in ("auditing disabled", "audit rules made immutable") for p in incident.pieces):
-        why = next(p.why for p in incident.pieces if p.why in ("auditing disabled", "audit rules made immutable"))
+    why = next((p.why for p in incident.pieces if p.why in ("auditing disabled", "audit rules made immutable")), "")
+    if why:
         parts: Tuple[str, ...] = (why[0].upper() + why[1:] + " by ", who)
         if removed:  # the same burst blinded it twice over: say both
             parts += (", and " + rule_count(removed, "deleted", everything=not added),) + rule_keys(incident)

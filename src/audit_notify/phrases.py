@@ -241,11 +241,16 @@ def rule_keys(incident: Incident) -> Tuple[str, ...]:
     return (" (rule%s " % ("s" if len(keys) > 1 else ""), V(", ".join(keys)), ")")
 
 
+def rule_changes(incident: Incident) -> Tuple[int, int]:
+    """How many audit rules an incident added and removed (auditd spells
+    the op with an underscore or a space, by version)."""
+    ops = incident.facts.get("ops", {})
+    return ops.get("add_rule", 0) + ops.get("add rule", 0), ops.get("remove_rule", 0) + ops.get("remove rule", 0)
+
+
 def rules_effect(incident: Incident) -> Tuple[str, ...]:
     """The audit rules an incident (a sudo auditctl -D, say) deleted or added."""
-    ops = incident.facts.get("ops", {})
-    added = ops.get("add_rule", 0) + ops.get("add rule", 0)
-    removed = ops.get("remove_rule", 0) + ops.get("remove rule", 0)
+    added, removed = rule_changes(incident)
     parts: Tuple[str, ...] = ()
     if removed:
         parts += (rule_count(removed, "deleted", everything=not added),)
