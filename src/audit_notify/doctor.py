@@ -191,7 +191,7 @@ class Doctor:
             self.say("ok", "spool: none yet at %s" % path)
             return
         status = spool_status(path)
-        age = time.time() - status["oldest"] if status["oldest"] else 0
+        age = self.clock() - status["oldest"] if status["oldest"] else 0
         counters = json.loads(status["state"].get("counters", "{}"))
         level = "warn" if age > 3600 or status["dead"] or counters.get("rate_limited") else "ok"
         self.say(level, "spool: %d waiting, oldest %.0f s, %d dead letters, %d sends refused for rate limit"
