@@ -15,9 +15,6 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterable, List, Optional, Tuple
 
-# name=value pairs of a record, including those inside msg='...' of
-# user-space records; values quoted, or running to a space or quote.
-_PAIR = re.compile(r"(?:^| |')([a-z][a-z0-9_-]*)=(\"[^\"]*\"|[^ '\x1d]*)")
 _PREFIX = re.compile(r"(?:node=\S* )?type=\S+ msg=audit\([^)]*\): ")
 # Fields the kernel writes as hex when they hold a space, a quote or a
 # byte outside printable ASCII (audit_log_n_untrustedstring).
@@ -47,18 +44,16 @@ def _value(name: str, raw: str) -> str:
 _OP = re.compile(r"(?:^| |')op=(.*?)(?= [a-z][a-z0-9_-]*=|'|$)")
 
 
-def pairs(text: str, wanted: frozenset = frozenset()) -> List[Tuple[str, str]]:
-    """The name=value pairs of one record's text (only ``wanted`` names, if
-    given), values unquoted and unhexed (the enrichment after 0x1d is not
-    read)."""
+def pairs(text: str) -> List[Tuple[str, str]]:
+    """The WANTED name=value pairs of one record's text, values unquoted
+    and unhexed (the enrichment after 0x1d is not read)."""
     body = text.split("\x1d", 1)[0]
     prefix = _PREFIX.match(body)
     if prefix:
         body = body[prefix.end():]
-    pattern = _WANTED_PAIRS.get(wanted) or _PAIR
     found = [(name, raw[1:-1] if raw[:1] == '"' else _value(name, raw) if name in _MAYBE_HEX else raw)
-             for name, raw in pattern.findall(body)]
-    if (" op=" in body or "'op=" in body or body.startswith("op=")) and (not wanted or "op" in wanted):
+             for name, raw in _WANTED_PAIR.findall(body)]
+    if " op=" in body or "'op=" in body or body.startswith("op="):
         op = _OP.search(body)
         if op:
             found = [("op", op.group(1).strip('"')) if name == "op" else (name, value) for name, value in found]
@@ -81,14 +76,12 @@ _CWD = re.compile(r"(?: |')cwd=(\"[^\"]*\"|[^ '\x1d]*)")
 _PROCTITLE = re.compile(r"proctitle=(\"[^\"]*\"|[^ \x1d]*)")
 
 
-def _pairs_of(names: frozenset) -> "re.Pattern[str]":
-    """A _PAIR that matches only these names: the regex engine skips the
-    rest of a record in C, not pair by pair in Python."""
-    alternatives = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
-    return re.compile(r"(?:^| |')(" + alternatives + r")=(\"[^\"]*\"|[^ '\x1d]*)")
-
-
-_WANTED_PAIRS = {WANTED: _pairs_of(WANTED)}
+# A WANTED name=value pair of a record, including those inside msg='...' of
+# user-space records; values quoted, or running to a space or quote.  Only
+# these names: the regex engine skips the rest of a record in C, not pair by
+# pair in Python (longest names first, so that none stops at a prefix).
+_WANTED_PAIR = re.compile(r"(?:^| |')(" + "|".join(re.escape(name) for name in sorted(WANTED, key=len, reverse=True))
+                          + r")=(\"[^\"]*\"|[^ '\x1d]*)")
 
 
 class Facts:
@@ -168,7 +161,7 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
             if title and "proctitle" not in values:
                 values["proctitle"] = _value("proctitle", title.group(1))
             continue
-        for name, value in pairs(text, WANTED):
+        for name, value in pairs(text):
             if name not in values or (name == "key" and values[name] in ("(null)", "(none)")):
                 values[name] = value  # (a rule change's key is in its CONFIG_CHANGE, the SYSCALL's is null)
     if syscall:
