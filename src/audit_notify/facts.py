@@ -71,7 +71,8 @@ _SYSCALL = re.compile(
     r"syscall=(\S+) (?:success=(\S+) exit=(\S+) )?a0=(\S+) a1=(\S+) a2=(\S+) a3=(\S+) items=(\S+) ppid=(\S+) "
     r"pid=(\S+) auid=(\S+) uid=(\S+) gid=(\S+) euid=(\S+) suid=\S+ fsuid=\S+ egid=\S+ sgid=\S+ fsgid=\S+ "
     r"tty=(\S+) ses=(\S+) comm=(\"[^\"]*\"|\S+) exe=(\"[^\"]*\"|\S+)(?: subj=\S+)? key=(\"[^\"]*\"|\S+)")
-_PATH = re.compile(r"(?: |')name=(\"[^\"]*\"|[^ '\x1d]*)(?:.*? nametype=([^ '\x1d]*))?")
+_PATH = re.compile(r"(?: |')name=(\"[^\"]*\"|[^ '\x1d]*)")
+_NAMETYPE = re.compile(r" nametype=([^ '\x1d]*)")  # the first after the name (one lazy .*? cost as much as the rest)
 _CWD = re.compile(r"(?: |')cwd=(\"[^\"]*\"|[^ '\x1d]*)")
 _PROCTITLE = re.compile(r"proctitle=(\"[^\"]*\"|[^ \x1d]*)")
 
@@ -134,14 +135,17 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
         records.sort(key=lambda record: record[0] != "SYSCALL")
     for rtype, text in records:
         if rtype == "EXECVE":
-            command.append(_PREFIX.sub("", text.split("\x1d", 1)[0]))
+            body = text.split("\x1d", 1)[0]
+            prefix = _PREFIX.match(body)
+            command.append(body[prefix.end():] if prefix else body)
             continue
         if rtype in _SKIPPED:
             continue
         if rtype == "PATH":
             item = _PATH.search(text)
             if item:
-                paths.append((_value("name", item.group(1)), item.group(2) or ""))
+                nametype = _NAMETYPE.search(text, item.end())
+                paths.append((_value("name", item.group(1)), nametype.group(1) if nametype else ""))
             continue
         if rtype == "CWD":
             found = _CWD.search(text)

@@ -125,21 +125,21 @@ class Incident:
         files.  Two different actions never share one."""
         anchor = self.anchor
         values = anchor.facts.values if anchor is not None else {}
-        parts = [self.node, self.kind, self.severity]
         if self.kind == "failed-login":
             source = values.get("addr") or values.get("hostname", "")
-            return "\x1f".join(parts + [self.facts.get("service", ""), source])
+            return "\x1f".join((self.node, self.kind, self.severity, self.facts.get("service", ""), source))
         session = self.session
-        facts = self.facts
-        parts += [session.user if session is not None and session.user else values.get("auid", ""),
-                  session.addr if session is not None and self.kind == "login" else "",
-                  str(facts.get("cmd", "")), str(facts.get("invocation", "")), str(facts.get("command", "")),
-                  str(facts.get("package_command", "")), str(facts.get("target", "")), str(facts.get("failed", ""))]
+        facts = self.facts.get
+        parts = [self.node, self.kind, self.severity,
+                 session.user if session is not None and session.user else values.get("auid", ""),
+                 session.addr if session is not None and self.kind == "login" else "",
+                 str(facts("cmd", "")), str(facts("invocation", "")), str(facts("command", "")),
+                 str(facts("package_command", "")), str(facts("target", "")), str(facts("failed", ""))]
         if anchor is not None:
-            parts += [anchor.get("type"), values.get("key", ""), values.get("exe", ""), values.get("op", ""),
-                      values.get("acct") or values.get("id", ""), anchor.facts.command]
-        for piece in self.worst_pieces():
-            seen = piece.event.facts
-            parts += [piece.why, seen.values.get("acct") or seen.values.get("id", ""),
-                      seen.values.get("syscall", "")] + seen.written_paths()
+            parts += (anchor.get("type"), values.get("key", ""), values.get("exe", ""), values.get("op", ""),
+                      values.get("acct") or values.get("id", ""), anchor.facts.command)
+        for piece in (self.pieces if len(self.pieces) < 2 else self.worst_pieces()):
+            seen = piece.event.facts.values
+            parts += (piece.why, seen.get("acct") or seen.get("id", ""), seen.get("syscall", ""))
+            parts += piece.event.facts.written_paths()
         return "\x1f".join(parts)

@@ -42,10 +42,13 @@ class Condition:
         values = event.values(self.name)
         if self.op in ("=", "!="):
             hit = self.value in values
-        elif self.op.endswith("=~"):
-            hit = any(self.pattern.search(v) for v in values)
-        else:
-            hit = any(self.pattern.match(v) for v in values)
+        else:  # loops, not any(generator): this runs for every event
+            test = self.pattern.search if self.op.endswith("=~") else self.pattern.match
+            hit = False
+            for value in values:
+                if test(value):
+                    hit = True
+                    break
         return hit != (self.op[0] == "!")
 
 
@@ -99,7 +102,19 @@ class Rule:
     severity: str = ""
 
     def matches(self, event: Event) -> bool:
-        return all(c.matches(event) for c in self.conditions) and all(c.matches(event) for c in self.when)
+        return self.fields_match(event) and self.time_matches(event)
+
+    def fields_match(self, event: Event) -> bool:
+        for condition in self.conditions:  # a loop, not all(generator): this runs for every event
+            if not condition.matches(event):
+                return False
+        return True
+
+    def time_matches(self, event: Event) -> bool:
+        for condition in self.when:
+            if not condition.matches(event):
+                return False
+        return True
 
 
 def _unquote(value: str) -> str:
@@ -245,17 +260,22 @@ def _any_matches(index, event: Event, severity: str = "", allowing: bool = False
     a blacklist line with a time condition does not match, and an
     allow-list line's time condition does not count."""
     critical = severity == CRITICAL
-
-    def hit(rule: Rule) -> bool:
-        if critical and rule.when:
-            return allowing and all(c.matches(event) for c in rule.conditions)
-        return rule.matches(event)
-
     indexed, other = index
     for name, by_value in indexed.items():
-        if any(hit(r) for r in by_value.get(event.get(name, None), ())):
+        rules = by_value.get(event.get(name, None))
+        if rules and _hits(rules, event, critical, allowing):
             return True
-    return any(hit(r) for r in other)
+    return bool(other) and _hits(other, event, critical, allowing)
+
+
+def _hits(rules, event: Event, critical: bool, allowing: bool) -> bool:
+    for rule in rules:
+        if critical and rule.when:
+            if allowing and rule.fields_match(event):
+                return True
+        elif rule.matches(event):
+            return True
+    return False
 
 
 def load_ruleset(config: Config) -> RuleSet:
