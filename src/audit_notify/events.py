@@ -304,12 +304,21 @@ def _second_text(sec: int) -> Tuple[str, str]:
     return time.strftime("%a %b %d %H:%M:%S", time.localtime(sec)), time.strftime("%Y", time.localtime(sec))
 
 
-def _stamp_text(stamp) -> str:
+def _stamp_text(stamp, host: str) -> str:
     """str(AuEvent), the original's "time" field, made once per second
-    rather than once per event (it is a quarter of the parsing time)."""
+    rather than once per event (it is a quarter of the parsing time);
+    ``host`` is the stamp's, as _host reads it."""
     clock, year = _second_text(stamp.sec)
-    host = _text(lambda: stamp.host) or "(null)"
-    return "%s.%d %s serial=%d host=%s" % (clock, stamp.milli, year, stamp.serial, host)
+    return "%s.%d %s serial=%d host=%s" % (clock, stamp.milli, year, stamp.serial, host or "(null)")
+
+
+def _host(stamp) -> str:
+    """The node name of an event's stamp ("" if none), read once."""
+    try:
+        host = stamp.host
+    except UnicodeDecodeError as exc:
+        return exc.object.decode("utf-8", "surrogateescape")
+    return "" if host is None else str(host)
 
 
 class Malformed(Exception):
@@ -327,13 +336,14 @@ def event_from_parser(au, auparse, default_node: str, normalized: Optional[Dict[
     records, ended, skipped, texts = _read_records(au)
     if not records and not ended:
         raise Malformed("a record whose type cannot be read")
-    fields = {"type": records[0][0] if records else "EOE", "time": _stamp_text(stamp)}
+    host = _host(stamp)
+    fields = {"type": records[0][0] if records else "EOE", "time": _stamp_text(stamp, host)}
     fields.update(normalized)
     if "result" not in fields:
         res = next((f["res"] for _, f in records if "res" in f), None)
         if res is not None:
             fields["result"] = res
-    fields["node"] = _text(lambda: stamp.host) or default_node
+    fields["node"] = host or default_node
     fields["serial"] = str(stamp.serial)
     raw: Dict[str, str] = {}
     for _, record_fields in reversed(records):  # so that the first record's value wins
@@ -409,7 +419,8 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
         raise Malformed("a record whose type cannot be read")
     if "error" in normalized:
         return event_from_parser(au, auparse, default_node, normalized)
-    fields = {"type": types[0] if types else "EOE", "time": _stamp_text(stamp)}
+    host = _host(stamp)
+    fields = {"type": types[0] if types else "EOE", "time": _stamp_text(stamp, host)}
     fields.update(normalized)
     # The rest as the whole event has them: "result" is the first "res";
     # a name the normalizer left out is the first record's raw field.
@@ -423,13 +434,12 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
                 fields[name] = value
     if fields.get("key") in ("(null)", "(none)"):
         del fields["key"]
-    fields["node"] = _text(lambda: stamp.host) or default_node
+    fields["node"] = host or default_node
     fields["serial"] = str(stamp.serial)
     fields["records"] = " ".join(types)
     syscall = _first_value(au, "syscall") if "SYSCALL" in types else None
-    text = "\n".join(texts) + "\n"
     return Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
-                 load=lambda: read_again(text), facts=facts_from(typed, syscall))
+                 load=lambda: read_again("\n".join(texts) + "\n"), facts=facts_from(typed, syscall))
 
 
 def read_event_text(auparse, text: str, default_node: str) -> Event:

@@ -331,7 +331,7 @@ class EventReader:
         nor node= at their start, not blank) and NUL bytes, with bytes.count
         alone: this runs on every byte of input, so where every line is a
         type= record (most input) the other kinds are not counted."""
-        nuls = data.count(b"\0")
+        nuls = data.count(b"\0") if b"\0" in data else 0  # (in: memchr, much faster than count)
         if nuls:
             self._counters.problem("NUL bytes in the input (auparse cuts a record there)", nuls)
         end = data.rfind(b"\n")

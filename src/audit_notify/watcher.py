@@ -163,7 +163,10 @@ class Watcher:
             return  # auditd numbers its own records apart
         serial = event.get("serial")
         if serial.isdigit():
-            self.gaps.setdefault(node, Gaps()).see(int(serial), now)
+            gaps = self.gaps.get(node)
+            if gaps is None:  # (not setdefault: it would make a Gaps for every event)
+                gaps = self.gaps[node] = Gaps()
+            gaps.see(int(serial), now)
 
     def kernel_lost(self, total: int, now: float):
         """The kernel's count of lost events (since boot) as its log says it
