@@ -438,8 +438,9 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
     fields["serial"] = str(stamp.serial)
     fields["records"] = " ".join(types)
     syscall = _first_value(au, "syscall") if "SYSCALL" in types else None
+    text = "\n".join(texts) + "\n"  # one string: a list of the lines would hold more memory
     return Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
-                 load=lambda: read_again("\n".join(texts) + "\n"), facts=facts_from(typed, syscall))
+                 load=lambda: read_again(text), facts=facts_from(typed, syscall))
 
 
 def read_event_text(auparse, text: str, default_node: str) -> Event:
