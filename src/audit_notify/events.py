@@ -307,18 +307,9 @@ def _second_text(sec: int) -> Tuple[str, str]:
 def _stamp_text(stamp, host: str) -> str:
     """str(AuEvent), the original's "time" field, made once per second
     rather than once per event (it is a quarter of the parsing time);
-    ``host`` is the stamp's, as _host reads it."""
+    ``host`` is the stamp's, read once by the caller."""
     clock, year = _second_text(stamp.sec)
     return "%s.%d %s serial=%d host=%s" % (clock, stamp.milli, year, stamp.serial, host or "(null)")
-
-
-def _host(stamp) -> str:
-    """The node name of an event's stamp ("" if none), read once."""
-    try:
-        host = stamp.host
-    except UnicodeDecodeError as exc:
-        return exc.object.decode("utf-8", "surrogateescape")
-    return "" if host is None else str(host)
 
 
 class Malformed(Exception):
@@ -336,7 +327,7 @@ def event_from_parser(au, auparse, default_node: str, normalized: Optional[Dict[
     records, ended, skipped, texts = _read_records(au)
     if not records and not ended:
         raise Malformed("a record whose type cannot be read")
-    host = _host(stamp)
+    host = _text(lambda: stamp.host)
     fields = {"type": records[0][0] if records else "EOE", "time": _stamp_text(stamp, host)}
     fields.update(normalized)
     if "result" not in fields:
@@ -419,7 +410,7 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
         raise Malformed("a record whose type cannot be read")
     if "error" in normalized:
         return event_from_parser(au, auparse, default_node, normalized)
-    host = _host(stamp)
+    host = _text(lambda: stamp.host)
     fields = {"type": types[0] if types else "EOE", "time": _stamp_text(stamp, host)}
     fields.update(normalized)
     # The rest as the whole event has them: "result" is the first "res";

@@ -138,7 +138,7 @@ class Incident:
         if anchor is not None:
             parts += (anchor.get("type"), values.get("key", ""), values.get("exe", ""), values.get("op", ""),
                       values.get("acct") or values.get("id", ""), anchor.facts.command)
-        for piece in (self.pieces if len(self.pieces) < 2 else self.worst_pieces()):
+        for piece in self.worst_pieces():
             seen = piece.event.facts.values
             parts += (piece.why, seen.get("acct") or seen.get("id", ""), seen.get("syscall", ""))
             parts += piece.event.facts.written_paths()

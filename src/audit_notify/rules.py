@@ -105,16 +105,19 @@ class Rule:
         return self.fields_match(event) and self.time_matches(event)
 
     def fields_match(self, event: Event) -> bool:
-        for condition in self.conditions:  # a loop, not all(generator): this runs for every event
-            if not condition.matches(event):
-                return False
-        return True
+        return _all_match(self.conditions, event)
 
     def time_matches(self, event: Event) -> bool:
-        for condition in self.when:
-            if not condition.matches(event):
-                return False
-        return True
+        return _all_match(self.when, event)
+
+
+def _all_match(conditions, event: Event) -> bool:
+    """Whether every condition (field or time) matches: a loop, not
+    all(generator), as this runs for every event."""
+    for condition in conditions:
+        if not condition.matches(event):
+            return False
+    return True
 
 
 def _unquote(value: str) -> str:
