@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from .incidents import Incident
 
@@ -42,7 +42,8 @@ class Agenda:
     def __init__(self, emit: Callable[[Incident], None]):
         self._emit = emit
         self._open: "OrderedDict[str, Incident]" = OrderedDict()
-        self._agenda: List[Tuple[float, int, str]] = []  # (when, tie-break, key): a heap, lazily cleaned
+        # (when, tie-break, an open incident's key or a subclass's own moment): a heap, lazily cleaned
+        self._agenda: List[Tuple[float, int, Any]] = []
         self._serial = 0
         self.now = 0.0
 
@@ -58,6 +59,9 @@ class Agenda:
             return
         while agenda and agenda[0][0] <= now:
             _when, _tie, key = heapq.heappop(agenda)
+            if key.__class__ is not str:
+                self._ring(key)  # a subclass's own (at())
+                continue
             incident = self._open.get(key)
             if incident is None:
                 continue
@@ -82,6 +86,15 @@ class Agenda:
             when = min(when, incident.emitted_at + UPDATE_INTERVAL)
         self._serial += 1
         heapq.heappush(self._agenda, (when, self._serial, incident.key))
+
+    def at(self, when: float, what: Any):
+        """Put a subclass's own moment on the agenda: ``_ring(what)`` when it
+        is due, in turn with the incidents'."""
+        self._serial += 1
+        heapq.heappush(self._agenda, (when, self._serial, what))
+
+    def _ring(self, what: Any):
+        """A moment put on the agenda with at() is due."""
 
     @staticmethod
     def _closes_at(incident: Incident) -> float:

@@ -15,7 +15,8 @@ incidents.py), decided from what the kernel and PAM give every record:
   --dry-run gives what the live plugin sends).
 
 When each incident goes out, is edited and closes is the Agenda's
-business (agenda.py), which the Grouper extends.
+business (agenda.py); a flood's repeats take the fast lane (lane.py).  The
+Grouper extends both.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .agenda import Agenda
 from .events import Event
 from .incidents import Incident, Piece, Session, safe_key
+from .lane import FastLane, RepeatCounts
 from .programs import (ELEVATORS, LOGIN_SERVICES, SCHEDULERS, SHELLS, basename, changes_packages, command_words,
                        is_package_manager, packages)
 from .severity import INFO, RANK, WARNING, Verdict
@@ -40,14 +41,19 @@ MAX_PROCESSES = 50000
 MAX_SESSIONS = 5000
 # Commands typed in a session that its login's message lists.
 MAX_TYPED = 30
+# Sessions whose commands are what the schedulers run every day.
+SCHEDULED = ("cron", "at", "anacron", "systemd")
 
 
-class Grouper(Agenda):
+class Grouper(FastLane):
     """Folds events into incidents; see the module docstring.  ``emit``
-    gets an incident each time a version of its message is due."""
+    gets an incident each time a version of its message is due; with
+    ``repeats``, a repeat of an action being counted takes the fast lane
+    (lane.py)."""
 
-    def __init__(self, emit: Callable[[Incident], None], grouping: bool = True):
-        super().__init__(emit)
+    def __init__(self, emit: Callable[[Incident], None], grouping: bool = True,
+                 repeats: Optional[RepeatCounts] = None):
+        super().__init__(emit, repeats)
         self.grouping = grouping
         self._procs: "OrderedDict[Tuple[str, str], Incident]" = OrderedDict()
         self._sessions: "OrderedDict[Tuple[str, str], Session]" = OrderedDict()
@@ -65,8 +71,12 @@ class Grouper(Agenda):
             incident.add(event, verdict, 0.0)
             self._schedule(incident)
         else:
+            if self._counted:
+                self._company(event)
             self._session_facts(event)
             incident = self._attribute(event, verdict)
+            if incident is None:
+                return  # counted at once as a repeat (the fast lane)
         # A DAEMON record's pid is whoever signalled auditd; a shell's own
         # actions must not become its children's.
         if incident.kind not in ("auditd", "shell"):
@@ -153,21 +163,26 @@ class Grouper(Agenda):
             incident.facts["packages"] = " ".join(packages(words))
             return self._join(incident, event, verdict)
         kind = "command" if facts.command else "event"
+        session = self.session(node, facts.get("ses"))
+        routine = session is not None and session.service in SCHEDULED
+        # An interactive shell: what is typed in it is judged command by command.
+        interactive = bool(words) and basename(words[0]) in SHELLS and \
+            all(word.startswith("-") for word in words[1:]) and not facts.unset("tty")
+        if self._repeats is not None and verdict.severity != INFO and not (routine or interactive) and \
+                (node, ppid) not in self._shells and \
+                self._keep_out(kind, event, verdict, words, session, QUIET.get(kind, QUIET_DEFAULT)):
+            return None
         incident = self._new(kind, event, pid or event.get("serial"))
         if words:
             incident.facts["command"] = " ".join(words)
-            # An interactive shell: what is typed in it is judged command by command.
-            if basename(words[0]) in SHELLS and all(word.startswith("-") for word in words[1:]) and \
-                    not facts.unset("tty"):
+            if interactive:
                 incident.facts["interactive"] = "1"  # no script, no -c: a person types in it
                 self._shell(event, "")
             if (node, ppid) in self._shells and self._shells[(node, ppid)]:
                 incident.facts["shell_of"] = self._shells[(node, ppid)]
             if (node, ppid) in self._shells:
                 self._typed(node, facts.get("ses"), " ".join(words))
-        session = self.session(node, facts.get("ses"))
-        if session is not None and session.service in ("cron", "at", "anacron", "systemd"):
-            incident.routine = True
+        incident.routine = routine
         return self._join(incident, event, verdict)
 
     def _open_process(self, node: str, pid: str) -> Optional[Incident]:
@@ -473,10 +488,12 @@ class Grouper(Agenda):
 
     # -- bookkeeping ----------------------------------------------------------
 
-    def _new(self, kind: str, event: Event, anchor: str) -> Incident:
-        self._serial += 1
+    def _new(self, kind: str, event: Event, anchor: str, number: Optional[int] = None) -> Incident:
+        if number is None:
+            self._made += 1
+            number = self._made
         node = event.get("node")
-        key = safe_key(node, kind, anchor, "%.3f" % event.timestamp, str(self._serial))
+        key = safe_key(node, kind, anchor, "%.3f" % event.timestamp, str(number))
         incident = Incident(key=key, kind=kind, node=node, first=event.timestamp, last=event.timestamp)
         facts = event.facts
         if not facts.unset("ses"):

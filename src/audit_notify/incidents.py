@@ -11,8 +11,8 @@ fingerprint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Set
 
 from .events import Event
 from .severity import CRITICAL, INFO, RANK, Verdict, worst
@@ -54,38 +54,45 @@ class Piece:
     event: Event
 
 
-@dataclass(eq=False)
 class Incident:
     """Events folded into one action.  ``key`` identifies its message for
-    edits; ``pieces`` are its notable events, worst first when shown."""
+    edits; ``pieces`` are its notable events, worst first when shown.
 
-    key: str
-    kind: str           # login, failed-login, sudo, su, package, rules, cron, command, event
-    node: str
-    first: float
-    last: float
-    severity: str = INFO
-    events: List[Event] = field(default_factory=list)
-    serials: List[str] = field(default_factory=list)
-    count: int = 0
-    pieces: List[Piece] = field(default_factory=list)
-    session: Optional[Session] = None
-    anchor: Optional[Event] = None   # the event that says what the action is
-    facts: Dict[str, str] = field(default_factory=dict)  # kind-specific: command, packages, counts...
-    absorbs_until: float = 0.0
-    held_open: bool = False          # a login with a terminal: open until its session ends
-    critical_at: Optional[float] = None
-    closed: bool = False
-    emitted: int = 0                 # how many versions were handed to emit
-    emitted_at: float = 0.0
-    changed: bool = True
-    routine: bool = False            # a session the schedulers run: never more than info
-    capped: str = ""                 # a package run: its pieces count as warnings at most
-    fate: str = ""                   # what notify.py made of it: routine, alone, repeat
-    new_text: bool = True            # whether this version of its message says anything new
-    accounted: int = 0               # of its events, how many the counters have
-    sent_gist: tuple = ()            # what its last message said, but for the event count
-    pids: set = field(default_factory=set)  # the processes the Grouper maps to it (a few, bounded)
+    A plain class with slots, not a dataclass: a flood makes one per event,
+    and the slots keep each small (no per-instance dict of 28 entries)."""
+
+    __slots__ = ("key", "kind", "node", "first", "last", "severity", "events", "serials", "count", "pieces",
+                 "session", "anchor", "facts", "absorbs_until", "held_open", "critical_at", "closed", "emitted",
+                 "emitted_at", "changed", "routine", "capped", "fate", "new_text", "accounted", "sent_gist", "pids")
+
+    def __init__(self, key: str, kind: str, node: str, first: float, last: float):
+        self.key = key
+        self.kind = kind             # login, failed-login, sudo, su, package, rules, cron, command, event
+        self.node = node
+        self.first = first
+        self.last = last
+        self.severity = INFO
+        self.events: List[Event] = []
+        self.serials: List[str] = []
+        self.count = 0
+        self.pieces: List[Piece] = []
+        self.session: Optional[Session] = None
+        self.anchor: Optional[Event] = None   # the event that says what the action is
+        self.facts: Dict[str, Any] = {}       # kind-specific: command, packages, counts...
+        self.absorbs_until = 0.0
+        self.held_open = False           # a login with a terminal: open until its session ends
+        self.critical_at: Optional[float] = None
+        self.closed = False
+        self.emitted = 0                 # how many versions were handed to emit
+        self.emitted_at = 0.0
+        self.changed = True
+        self.routine = False             # a session the schedulers run: never more than info
+        self.capped = ""                 # a package run: its pieces count as warnings at most
+        self.fate = ""                   # what notify.py made of it: routine, alone, repeat
+        self.new_text = True             # whether this version of its message says anything new
+        self.accounted = 0               # of its events, how many the counters have
+        self.sent_gist: tuple = ()       # what its last message said, but for the event count
+        self.pids: Set[str] = set()      # the processes the Grouper maps to it (a few, bounded)
 
     def add(self, event: Event, verdict: Verdict, quiet: float):
         self.count += 1
@@ -120,26 +127,34 @@ class Incident:
     def fingerprint(self) -> str:
         """What makes two incidents the same action on the same object, so
         that the second can be counted as a repeat of the first (repeats.py):
-        the same failed login source; the same person running the same
-        command line; the same program doing the same things to the same
-        files.  Two different actions never share one."""
-        anchor = self.anchor
-        values = anchor.facts.values if anchor is not None else {}
-        if self.kind == "failed-login":
-            source = values.get("addr") or values.get("hostname", "")
-            return "\x1f".join((self.node, self.kind, self.severity, self.facts.get("service", ""), source))
-        session = self.session
-        facts = self.facts.get
-        parts = [self.node, self.kind, self.severity,
-                 session.user if session is not None and session.user else values.get("auid", ""),
-                 session.addr if session is not None and self.kind == "login" else "",
-                 str(facts("cmd", "")), str(facts("invocation", "")), str(facts("command", "")),
-                 str(facts("package_command", "")), str(facts("target", "")), str(facts("failed", ""))]
-        if anchor is not None:
-            parts += (anchor.get("type"), values.get("key", ""), values.get("exe", ""), values.get("op", ""),
-                      values.get("acct") or values.get("id", ""), anchor.facts.command)
-        for piece in self.worst_pieces():
-            seen = piece.event.facts.values
-            parts += (piece.why, seen.get("acct") or seen.get("id", ""), seen.get("syscall", ""))
-            parts += piece.event.facts.written_paths()
-        return "\x1f".join(parts)
+        see fingerprint_of()."""
+        return fingerprint_of(self.node, self.kind, self.severity, self.session, self.anchor, self.facts,
+                           self.worst_pieces(), self.facts.get("service", ""))
+
+
+def fingerprint_of(node: str, kind: str, severity: str, session: Optional[Session], anchor: Optional[Event],
+                   facts: Dict[str, Any], pieces: List[Piece], service: str = "") -> str:
+    """An incident's fingerprint from its parts (pieces worst first): the
+    same failed login source; the same person running the same command
+    line; the same program doing the same things to the same files.  Two
+    different actions never share one.  A function of the parts, so that
+    the Grouper can tell whether a new one-event action repeats one being
+    counted without making it an incident (grouper.py, the fast lane)."""
+    values = anchor.facts.values if anchor is not None else {}
+    if kind == "failed-login":
+        source = values.get("addr") or values.get("hostname", "")
+        return "\x1f".join((node, kind, severity, service, source))
+    get = facts.get
+    parts = [node, kind, severity,
+             session.user if session is not None and session.user else values.get("auid", ""),
+             session.addr if session is not None and kind == "login" else "",
+             str(get("cmd", "")), str(get("invocation", "")), str(get("command", "")),
+             str(get("package_command", "")), str(get("target", "")), str(get("failed", ""))]
+    if anchor is not None:
+        parts += (anchor.get("type"), values.get("key", ""), values.get("exe", ""), values.get("op", ""),
+                  values.get("acct") or values.get("id", ""), anchor.facts.command)
+    for piece in pieces:
+        seen = piece.event.facts.values
+        parts += (piece.why, seen.get("acct") or seen.get("id", ""), seen.get("syscall", ""))
+        parts += piece.event.facts.written_paths()
+    return "\x1f".join(parts)

@@ -7,7 +7,9 @@
           ─> accept(Notification)   (the spool, or the dry run's printer)
 
 Every event is accounted for once its incident closes: filtered, in an
-incident sent as a message, counted as a repeat, or routine.  Time here is
+incident sent as a message, counted as a repeat, or routine.  A repeat of
+an action already being counted takes the Grouper's fast lane (lane.py):
+counted in where its incident would have been, without becoming one.  Time here is
 the events' own (the daemon passes the wall clock when input is quiet), so
 a file read with --dry-run gives what the live plugin sends.
 """
@@ -23,9 +25,10 @@ from .events import Event
 from .format import format_incident, format_repeat, format_routine, repeat_headline, routine_label
 from .agenda import UPDATE_INTERVAL
 from .grouper import Grouper
+from .lane import RepeatCounts
 from .incidents import Incident
 from .message import Notification
-from .repeats import Repeats, Routine
+from .repeats import Repeats, Routine, Window
 from .rules import RuleSet
 from .severity import INFO, Verdict, classify
 
@@ -36,11 +39,14 @@ class Notifier:
     """See the module docstring.  ``accept`` takes each notification
     (a keyed one again for each new version: an edit)."""
 
-    def __init__(self, config: Config, rules: RuleSet, accept: Callable[[Notification], None], counters: Counters):
+    def __init__(self, config: Config, rules: RuleSet, accept: Callable[[Notification], None], counters: Counters,
+                 fast_lane: bool = True):
         self.rules = rules
         self._accept = accept
         self.counters = counters
-        self.grouper = Grouper(self._on_incident, grouping=config.group_events)
+        # Without the fast lane (tests compare): the same messages, more work.
+        lane = RepeatCounts(self._counting, self._fold, self._folded) if fast_lane else None
+        self.grouper = Grouper(self._on_incident, grouping=config.group_events, repeats=lane)
         self.repeats = Repeats(config.digest_after, config.digest_window)
         self.routine = Routine(config.routine_minutes * 60.0)
         self.mentions = config.mention
@@ -103,10 +109,38 @@ class Notifier:
             self.counters.incidents += 1
             return
         incident.fate = "repeat"
+        self._counted(window, incident.first)
+
+    def _counted(self, window: Window, first: float):
+        """One more in a count of repeats: the count's first version, or an
+        edit if the last is UPDATE_INTERVAL old."""
         self.counters.digests += window.folded == 1
-        if window.folded == 1 or incident.first >= window.sent_at + UPDATE_INTERVAL:
-            window.sent_at = incident.first  # the count climbs in an edit at most this often
+        if window.folded == 1 or first >= window.sent_at + UPDATE_INTERVAL:
+            window.sent_at = first  # the count climbs in an edit at most this often
             self._send(format_repeat(window, self.repeats.window, self.mentions))
+
+    # -- the Grouper's fast lane ---------------------------------------------------
+
+    def _counting(self, fingerprint: str, when: float) -> bool:
+        return self.repeats.counting(fingerprint, when)
+
+    def _fold(self, fingerprint: str, when: float, severity: str) -> bool:
+        """A one-event action the Grouper kept out of the incidents, due to be
+        decided: counted in its repeat count as _decide() would, or False
+        (the count closed meanwhile): the Grouper makes it an incident."""
+        window = self.repeats.fold(fingerprint, when, severity)
+        if window is None:
+            return False
+        self.counters.digested += 1
+        self._counted(window, when)
+        return True
+
+    def _folded(self, incident: Incident):
+        """One that _fold() counted got company (more of its process) before
+        it would have closed: it is the incident it would have been, a
+        repeat already; its events are accounted for when it closes."""
+        incident.fate = "repeat"
+        self.counters.digested -= 1
 
     def _send(self, notification: Notification):
         self._accept(notification)

@@ -64,7 +64,7 @@ class Repeats:
         window); and the windows of this fingerprint it closes."""
         closed = []
         window = self.windows.get(fingerprint)
-        if window is not None and (when >= window.seen + self.window or when >= window.start + MAX_WINDOW):
+        if window is not None and self._over(window, when):
             closed = self._close(fingerprint)
             window = None
         if self.after <= 0:
@@ -80,10 +80,34 @@ class Repeats:
         if not window.folded:
             window.first = when
             window.sample, window.sample_html = headline()  # made only when needed: it may read the event whole
+        return self._fold(window, when, severity), closed
+
+    def counting(self, fingerprint: str, when: float) -> bool:
+        """Whether the fingerprint's window is counting (the first
+        ``after`` went alone) and still open at ``when``: the next of it
+        will be folded unless the window closes first."""
+        window = self.windows.get(fingerprint)
+        return window is not None and window.folded > 0 and not self._over(window, when)
+
+    def fold(self, fingerprint: str, when: float, severity: str) -> Optional[Window]:
+        """What offer() does for one whose window is counting(): count it
+        in, without making a headline first.  None, with nothing changed,
+        where offer() has more to decide."""
+        window = self.windows.get(fingerprint)
+        if window is None or not window.folded or self._over(window, when):
+            return None
+        window.seen = max(window.seen, when)
+        return self._fold(window, when, severity)
+
+    def _over(self, window: Window, when: float) -> bool:
+        return when >= window.seen + self.window or when >= window.start + MAX_WINDOW
+
+    @staticmethod
+    def _fold(window: Window, when: float, severity: str) -> Window:
         window.folded += 1
         window.last = max(window.last, when)
         window.severity = worst(window.severity, severity) if window.folded > 1 else severity
-        return window, closed
+        return window
 
     def due(self, now: float) -> List[Window]:
         """The windows over by ``now``: their final ("quiet again") versions."""

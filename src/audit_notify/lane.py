@@ -1,0 +1,177 @@
+"""The fast lane: a flood's repeats counted without becoming incidents.
+
+A flood is mostly new one-event actions alike: the same program run again
+and again, the same denial.  Each would be an incident (incidents.py):
+made, scheduled, handed over at its first moment, counted into its repeat
+count (repeats.py), then closed and forgotten, some 350 Python calls that
+end in "one more".  Here, one that repeats an action being counted (the
+same fingerprint, its count already climbing) is kept out of the incidents
+as a Counted, with a moment on the agenda where its incident's first
+hand-over would have been (CRITICAL_HOLD after it if critical, else when it
+would have closed):
+
+* at that moment it is counted in, as that hand-over would have counted it;
+* if the count has closed by then, or more of its process (the same pid,
+  or a child) comes before its incident would have closed, it is made the
+  incident it would have been (the same key, the same moments, and, if
+  counted in already, a repeat that sent nothing), and all goes on as if it
+  had been one from the start.
+
+So the messages are the same with or without the lane; only the work is
+not.  The Grouper (grouper.py) decides which actions may take it: new ones,
+of no open incident's process, no shell's, not routine.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
+
+from .agenda import CRITICAL_HOLD, Agenda
+from .events import Event
+from .incidents import Incident, Piece, Session, fingerprint_of
+from .severity import CRITICAL, Verdict
+
+
+class RepeatCounts(NamedTuple):
+    """What the fast lane asks of the repeat counts (the Notifier's)."""
+
+    counting: Callable[[str, float], bool]   # (fingerprint, when): is that action's count climbing?
+    fold: Callable[[str, float, str], bool]  # (fingerprint, when, severity): count one in, if it still is
+    folded: Callable[[Incident], None]       # one counted in got company: it is that incident, a repeat
+
+
+class Counted:
+    """A one-event action kept out of the incidents: what it takes to count
+    it in, or to make it the incident it would have been."""
+
+    __slots__ = ("process", "event", "verdict", "kind", "words", "session", "number", "fingerprint", "until",
+                 "state", "decided_at")
+
+    def __init__(self, process: Tuple[str, str], event: Event, verdict: Verdict, kind: str, words: List[str],
+                 session: Optional[Session], number: int, fingerprint: str, until: float):
+        self.process = process   # (node, pid)
+        self.event = event
+        self.verdict = verdict
+        self.kind = kind
+        self.words = words
+        self.session = session
+        self.number = number     # the number its incident's key would have had
+        self.fingerprint = fingerprint  # as it was when it came (its session may say more by its moment)
+        self.until = until       # when its incident would have closed: nothing joins it after
+        self.state = "waiting"   # then "counted", or "incident" (made one after all)
+        self.decided_at = 0.0    # when it was counted in
+
+
+class FastLane(Agenda):
+    """The lane, between the Agenda (time) and the Grouper (attribution),
+    which provides _new, _join and _remember_process."""
+
+    def __init__(self, emit: Callable[[Incident], None], repeats: Optional[RepeatCounts]):
+        super().__init__(emit)
+        self._repeats = repeats
+        self._made = 0  # incidents made, or kept out: the number in their keys
+        self._counted: Dict[Tuple[str, str], Counted] = {}  # (node, pid) -> kept out, its incident not yet closed
+        self._counted_order: Deque[Counted] = deque()       # the same, oldest first, to forget them
+        self._waiting = 0  # kept out, not yet counted in
+        self.kept_out = 0  # how many took the lane (bench_stages.py shows it)
+
+    def _keep_out(self, kind: str, event: Event, verdict: Verdict, words: List[str], session: Optional[Session],
+                  quiet: float) -> bool:
+        """Whether a new one-event action repeats one being counted, and is
+        kept out of the incidents (the caller has made sure it is new)."""
+        fingerprint = self._fingerprint(kind, event, verdict, words, session)
+        if not self._repeats.counting(fingerprint, event.timestamp):
+            return False
+        self._made += 1
+        self.kept_out += 1
+        counted = Counted((event.get("node"), event.facts.get("pid")), event, verdict, kind, words, session,
+                          self._made, fingerprint, event.timestamp + quiet)
+        critical = verdict.severity == CRITICAL
+        self.at(min(counted.until, event.timestamp + CRITICAL_HOLD) if critical else counted.until, counted)
+        self._waiting += 1
+        if counted.process[1]:  # without a pid nothing could join it
+            self._counted[counted.process] = counted
+            self._counted_order.append(counted)
+        return True
+
+    @staticmethod
+    def _fingerprint(kind: str, event: Event, verdict: Verdict, words: List[str], session: Optional[Session]) -> str:
+        """The fingerprint of the incident a one-event action would be: made
+        as _new and _join would make it."""
+        return fingerprint_of(event.get("node"), kind, verdict.severity, session, event,
+                              {"command": " ".join(words)} if words else {},
+                              [Piece(verdict.severity, verdict.why, event)])
+
+    def _ring(self, counted: Any):
+        """A kept-out action's moment: counted in, or an incident after all."""
+        if counted.state != "waiting":
+            return  # an incident already
+        event, verdict = counted.event, counted.verdict
+        fingerprint = counted.fingerprint if counted.session is None else \
+            self._fingerprint(counted.kind, event, verdict, counted.words, counted.session)
+        if self._repeats.fold(fingerprint, event.timestamp, verdict.severity):
+            self._waiting -= 1
+            counted.state, counted.decided_at = "counted", self.now
+        else:  # its count closed meanwhile: the incident, due at once
+            self._incident_after_all(counted)
+
+    def _company(self, event: Event):
+        """Before ``event`` is attributed: kept-out actions whose incidents
+        would have closed by now are forgotten; one whose process made
+        ``event``, or is its parent, is made the incident it would have
+        been, which ``event`` then joins as usual."""
+        order, now = self._counted_order, self.now
+        while order and order[0].until <= now:
+            gone = order.popleft()
+            if self._counted.get(gone.process) is gone:
+                del self._counted[gone.process]
+        node, facts = event.get("node"), event.facts
+        for pid in (facts.get("pid"), facts.get("ppid")):
+            counted = self._counted.get((node, pid)) if pid else None
+            if counted is not None and counted.until > now:
+                self._incident_after_all(counted)
+
+    def _incident_after_all(self, counted: Counted) -> Incident:
+        """The incident a kept-out action would have been, made now as it
+        was made then (its key's number too) and, if it was counted in, as
+        its first hand-over left it: a repeat that sent nothing."""
+        if self._counted.get(counted.process) is counted:
+            del self._counted[counted.process]
+        event = counted.event
+        incident = self._new(counted.kind, event, counted.process[1] or event.get("serial"), counted.number)
+        if counted.words:
+            incident.facts["command"] = " ".join(counted.words)
+        if counted.state == "counted":
+            incident.emitted, incident.emitted_at = 1, counted.decided_at
+        else:
+            self._waiting -= 1
+        self._join(incident, event, counted.verdict)
+        if counted.state == "counted":
+            incident.changed = False
+            self._repeats.folded(incident)
+        counted.state = "incident"
+        self._remember_process(event, incident)
+        return incident
+
+    def pending(self) -> bool:
+        return super().pending() or self._waiting > 0
+
+    def close_all(self):
+        """The end: kept-out actions are decided first, in the order they
+        came, then the incidents."""
+        waiting = [what for _when, _tie, what in self._agenda if what.__class__ is Counted]
+        for counted in sorted(waiting, key=lambda counted: counted.number):
+            self._ring(counted)
+        super().close_all()
+
+    # -- the Grouper's ---------------------------------------------------------
+
+    def _new(self, kind: str, event: Event, anchor: str, number: Optional[int] = None) -> Incident:
+        raise NotImplementedError
+
+    def _join(self, incident: Incident, event: Event, verdict: Verdict, quiet: Optional[float] = None) -> Incident:
+        raise NotImplementedError
+
+    def _remember_process(self, event: Event, incident: Incident):
+        raise NotImplementedError
