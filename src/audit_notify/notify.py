@@ -74,6 +74,8 @@ class Notifier:
     def _on_incident(self, incident: Incident):
         if not incident.fate:
             self._decide(incident)
+        elif incident.fate == "repeat" and len(incident.pieces) > incident.counted_as[1]:
+            self._recount(incident)
         if incident.closed:
             counted = incident.count - incident.accounted
             incident.accounted = incident.count
@@ -100,7 +102,8 @@ class Notifier:
             for period in self.routine.add(incident.last, incident.node, routine_label(incident), incident.count):
                 self._send(format_routine(period))
             return
-        window, closed = self.repeats.offer(incident.fingerprint(), incident.first, incident.severity, incident.node,
+        fingerprint = incident.fingerprint()
+        window, closed = self.repeats.offer(fingerprint, incident.first, incident.severity, incident.node,
                                             lambda: repeat_headline(incident))
         for done in closed:
             self._send(format_repeat(done, self.repeats.window, self.mentions))
@@ -109,7 +112,23 @@ class Notifier:
             self.counters.incidents += 1
             return
         incident.fate = "repeat"
+        incident.counted_as = (fingerprint, len(incident.pieces))
         self._counted(window, incident.first)
+
+    def _recount(self, incident: Incident):
+        """A repeat that something notable joined after it was counted (the
+        process a flood's exec started writes sudoers a second later) is
+        another action now: out of the count, and a message of its own.  No
+        critical or warning action is counted with different ones."""
+        fingerprint = incident.fingerprint()
+        if fingerprint == incident.counted_as[0]:  # the same as the others still
+            incident.counted_as = (fingerprint, len(incident.pieces))
+            return
+        window = self.repeats.windows.get(incident.counted_as[0])
+        if window is not None:
+            self.repeats.unfold(window)
+        incident.fate, incident.new_text = "alone", True
+        self.counters.incidents += 1
 
     def _counted(self, window: Window, first: float):
         """One more in a count of repeats: the count's first version, or an
@@ -140,6 +159,7 @@ class Notifier:
         it would have closed: it is the incident it would have been, a
         repeat already; its events are accounted for when it closes."""
         incident.fate = "repeat"
+        incident.counted_as = (incident.fingerprint(), len(incident.pieces))
         self.counters.digested -= 1
 
     def _send(self, notification: Notification):

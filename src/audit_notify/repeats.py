@@ -99,6 +99,13 @@ class Repeats:
         window.seen = max(window.seen, when)
         return self._fold(window, when, severity)
 
+    @staticmethod
+    def unfold(window: Window):
+        """Take one back out of a count still climbing (it turned out to be
+        another action).  A count of one stays: its message is out."""
+        if not window.closed and window.folded > 1:
+            window.folded -= 1
+
     def _over(self, window: Window, when: float) -> bool:
         return when >= window.seen + self.window or when >= window.start + MAX_WINDOW
 
