@@ -11,12 +11,13 @@ Stages, each a fresh process that also pays the imports:
   classify  + severity.classify of each event
   wanted    + the shipped blacklist (rules.wanted)
   notify    the Notifier instead: severity, blacklist, incidents, repeats and
-            routine (notify.py, grouper.py, agenda.py), messages dropped
+            routine (notify.py, grouper.py, agenda.py, lane.py), messages dropped
 The difference between two stages is what the later one adds.  bench_ingest.py
 measures the whole plugin beside `ausearch -i`; this says which part to cut.
 """
 
 import argparse
+import gc
 import os
 import statistics
 import subprocess
@@ -37,11 +38,13 @@ def child(stage: str, log: str) -> int:
 
     from audit_notify.config import Config
     from audit_notify.counters import Counters
+    from audit_notify.daemon import GC_YOUNG
     from audit_notify.notify import Notifier
     from audit_notify.reader import EventReader, import_auparse
     from audit_notify.rules import load_ruleset
     from audit_notify.severity import classify
 
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])  # as Plugin.run() sets it
     auparse = import_auparse()
     config = replace(Config(), blacklist=os.path.join(ROOT, "blacklist.example"))
     rules = load_ruleset(config)
@@ -78,7 +81,7 @@ def child(stage: str, log: str) -> int:
         feed(data)
     done()
     notifier.close_all()
-    print("%.4f %d" % (time.process_time() - started, seen[0] or counters.events))
+    print("%.4f %d %d" % (time.process_time() - started, seen[0] or counters.events, notifier.grouper.kept_out))
     return 0
 
 
@@ -100,6 +103,7 @@ def main(argv=None) -> int:
                                  text=True, check=True).stdout.split()
             times[stage].append(float(out[0]))
             events[stage] = int(out[1])
+            kept_out = int(out[2])
     print("log: %s, %d runs each, CPU seconds (median), each stage a fresh process with its imports"
           % (args.log, args.runs))
     before = 0.0
@@ -109,6 +113,7 @@ def main(argv=None) -> int:
         print("%-9s %6.3f s   adds %6.3f s   %5.1f us/event   (%d events)"
               % (stage, median, added, added / max(1, events[stage]) * 1e6, events[stage]))
         before = median
+    print("events that took the fast lane (lane.py): %d" % kept_out)
     return 0
 
 
