@@ -48,6 +48,8 @@ _REPEATING_TYPES = frozenset(("PATH", "EXECVE", "AVC", "AVC_PATH", "OBJ_PID", "S
 # a lone event, and the records of one event arrive within milliseconds.
 IDLE_TICK = 0.1
 _EOE_LINE = re.compile(rb"(?:node=(\S*) )?type=EOE msg=audit\((\d+)\.(\d+):(\d+)\)")
+# The same after a newline: findall() then tries only line starts, in C.
+_EOE_AFTER_NEWLINE = re.compile(rb"\n(?:node=(\S*) )?type=EOE msg=audit\((\d+)\.(\d+):(\d+)\)")
 _RECORD_LINE = re.compile(rb"(?:node=(\S*) )?type=\S+ msg=audit\((\d+)\.(\d+):(\d+)\)")
 _BLANK_LINE = re.compile(rb"\n(?=\n)")
 
@@ -306,17 +308,23 @@ class EventReader:
         self._eoes |= self._last_eoes
         self._last_eoes = set()
         last_line = text.rfind(b"\n", 0, end - 1) + 1
-        at = text.find(b"type=EOE ", 0, end)  # bytes.find, not a regex over every byte
-        while at >= 0:
-            start = text.rfind(b"\n", 0, at) + 1
-            found = _EOE_LINE.match(text, start, end)
-            if found:
-                key = self._key(*found.groups())
-                (self._last_eoes if start >= last_line else self._eoes).add(key)
-                self._with_eoe[key] = None
-                if len(self._with_eoe) > HOLD_MAX:
-                    del self._with_eoe[next(iter(self._with_eoe))]
-            at = text.find(b"type=EOE ", at + 9, end)
+        found = _EOE_AFTER_NEWLINE.findall(text, 0, last_line)  # those before the last line (one a line)
+        first = _EOE_LINE.match(text, 0, last_line) if last_line else None  # no newline before it
+        if first:
+            found.insert(0, first.groups())
+        node = self._node
+        eoes = [(name.decode("utf-8", "surrogateescape") if name else node, serial.decode(),
+                 int(sec) + int(milli) / 1000.0) for name, sec, milli, serial in found]
+        self._eoes.update(eoes)
+        last = _EOE_LINE.match(text, last_line, end)
+        if last:
+            eoes.append(self._key(*last.groups()))
+            self._last_eoes.add(eoes[-1])
+        with_eoe = self._with_eoe
+        for key in eoes:
+            with_eoe[key] = None
+            if len(with_eoe) > HOLD_MAX:
+                del with_eoe[next(iter(with_eoe))]
         last = _RECORD_LINE.match(text, last_line, end)
         if last:
             self._reading = self._key(*last.groups())
