@@ -39,8 +39,9 @@ NORMALIZED = frozenset(("kind", "action", "object_kind", "how", "session", "prim
 _EVENT_LEVEL_SET_LATER = frozenset(("node", "serial", "records"))
 # The summary fields read one by one from the parser (summary_from_parser),
 # in SUMMARY_FIELDS order, with and without the normalizer: worked out once
-# here, not tested name by name for every event.
-_LOOKED_UP = {normalize: tuple(name for name in SUMMARY_FIELDS if name not in ("type", "time")
+# here, not tested name by name for every event; each with the text that
+# must be in the event's lines for auparse to find it.
+_LOOKED_UP = {normalize: tuple((name, name + "=") for name in SUMMARY_FIELDS if name not in ("type", "time")
                                and name not in _EVENT_LEVEL_SET_LATER and (normalize or name not in NORMALIZED))
               for normalize in (True, False)}
 
@@ -413,13 +414,16 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
     host = _text(lambda: stamp.host)
     fields = {"type": types[0] if types else "EOE", "time": _stamp_text(stamp, host)}
     fields.update(normalized)
+    text = "\n".join(texts) + "\n"  # one string: a list of the lines would hold more memory
     # The rest as the whole event has them: "result" is the first "res";
-    # a name the normalizer left out is the first record's raw field.
-    result = _first_value(au, "res")
+    # a name the normalizer left out is the first record's raw field.  A
+    # name whose "name=" is nowhere in the lines is not looked for (a
+    # field auparse does not find costs it an exception).
+    result = _first_value(au, "res") if "res=" in text else None
     if result is not None:
         fields["result"] = result
-    for name in _LOOKED_UP[bool(normalize)]:
-        if name not in fields:
+    for name, probe in _LOOKED_UP[bool(normalize)]:
+        if name not in fields and probe in text:
             value = _first_value(au, name)
             if value is not None:
                 fields[name] = value
@@ -429,7 +433,6 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
     fields["serial"] = str(stamp.serial)
     fields["records"] = " ".join(types)
     syscall = _first_value(au, "syscall") if "SYSCALL" in types else None
-    text = "\n".join(texts) + "\n"  # one string: a list of the lines would hold more memory
     return Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
                  load=lambda: read_again(text), facts=facts_from(typed, syscall))
 
