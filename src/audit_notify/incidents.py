@@ -146,12 +146,12 @@ def fingerprint_of(node: str, kind: str, severity: str, session: Optional[Sessio
     if kind == "failed-login":
         source = values.get("addr") or values.get("hostname", "")
         return "\x1f".join((node, kind, severity, service, source))
-    get = facts.get
+    get = facts.get  # these facts are text (grouper.py sets them)
     parts = [node, kind, severity,
              session.user if session is not None and session.user else values.get("auid", ""),
              session.addr if session is not None and kind == "login" else "",
-             str(get("cmd", "")), str(get("invocation", "")), str(get("command", "")),
-             str(get("package_command", "")), str(get("target", "")), str(get("failed", ""))]
+             get("cmd", ""), get("invocation", ""), get("command", ""), get("package_command", ""),
+             get("target", ""), get("failed", "")]
     if anchor is not None:
         parts += (anchor.get("type"), values.get("key", ""), values.get("exe", ""), values.get("op", ""),
                   values.get("acct") or values.get("id", ""), anchor.facts.command)
