@@ -64,13 +64,14 @@ _SKIPPED = frozenset(("SOCKADDR", "BPRM_FCAPS", "MMAP", "OBJ_PID", "NETFILTER_PK
 
 
 # A SYSCALL record as the kernel writes it (audit_log_task_info), fields in
-# this order; anything else goes the generic way.
-_SYSCALL_NAMES = ("syscall", "success", "exit", "a0", "a1", "a2", "a3", "items", "ppid", "pid", "auid", "uid", "gid",
-                  "euid", "tty", "ses", "comm", "exe", "key")
+# this order, each group named for its field (groupdict() is the values);
+# anything else goes the generic way.
 _SYSCALL = re.compile(
-    r"syscall=(\S+) (?:success=(\S+) exit=(\S+) )?a0=(\S+) a1=(\S+) a2=(\S+) a3=(\S+) items=(\S+) ppid=(\S+) "
-    r"pid=(\S+) auid=(\S+) uid=(\S+) gid=(\S+) euid=(\S+) suid=\S+ fsuid=\S+ egid=\S+ sgid=\S+ fsgid=\S+ "
-    r"tty=(\S+) ses=(\S+) comm=(\"[^\"]*\"|\S+) exe=(\"[^\"]*\"|\S+)(?: subj=\S+)? key=(\"[^\"]*\"|\S+)")
+    r"syscall=(?P<syscall>\S+) (?:success=(?P<success>\S+) exit=(?P<exit>\S+) )?a0=(?P<a0>\S+) a1=(?P<a1>\S+) "
+    r"a2=(?P<a2>\S+) a3=(?P<a3>\S+) items=(?P<items>\S+) ppid=(?P<ppid>\S+) pid=(?P<pid>\S+) auid=(?P<auid>\S+) "
+    r"uid=(?P<uid>\S+) gid=(?P<gid>\S+) euid=(?P<euid>\S+) suid=\S+ fsuid=\S+ egid=\S+ sgid=\S+ fsgid=\S+ "
+    r"tty=(?P<tty>\S+) ses=(?P<ses>\S+) comm=(?P<comm>\"[^\"]*\"|\S+) exe=(?P<exe>\"[^\"]*\"|\S+)(?: subj=\S+)? "
+    r"key=(?P<key>\"[^\"]*\"|\S+)")
 _PATH = re.compile(r"(?: |')name=(\"[^\"]*\"|[^ '\x1d]*)")
 _NAMETYPE = re.compile(r" nametype=([^ '\x1d]*)")  # the first after the name (one lazy .*? cost as much as the rest)
 _CWD = re.compile(r"(?: |')cwd=(\"[^\"]*\"|[^ '\x1d]*)")
@@ -152,11 +153,13 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
             cwd = _value("cwd", found.group(1)) if found else ""
             continue
         if rtype == "SYSCALL" and not values:
-            fast = _SYSCALL.search(text, 0, text.find("\x1d") if "\x1d" in text else len(text))
+            cut = text.find("\x1d")
+            fast = _SYSCALL.search(text, 0, cut if cut >= 0 else len(text))
             if fast:  # the kernel's fixed layout: one regex, no pair by pair
-                values.update(zip(_SYSCALL_NAMES, fast.groups()))
+                values = fast.groupdict()
                 for name in ("comm", "exe", "key"):  # the ones quoted, or hex when odd
-                    values[name] = _value(name, values[name])
+                    raw = values[name]
+                    values[name] = raw[1:-1] if raw[:1] == '"' else _value(name, raw)
                 if values["success"] is None:
                     del values["success"], values["exit"]
                 continue

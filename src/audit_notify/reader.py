@@ -348,7 +348,9 @@ class EventReader:
                 self._line_head += data[:5]
             self._line_open = True
             return
-        lines = data.count(b"\n", 0, end + 1)
+        # (data has no newline after end.)  Counting one byte by removing it
+        # runs at memchr's speed; bytes.count of one byte is ~8 times slower.
+        lines = len(data) - len(data.replace(b"\n", b""))
         good = data.startswith(b"type=") + data.count(b"\ntype=", 0, end + 1)
         if good < lines:  # not every line a record: the rarer kinds of good line
             done = b"\n" + data[:end + 1]
