@@ -108,6 +108,17 @@ def test_glob_regex_and_negation():
     assert no_regex == []
 
 
+@pytest.mark.parametrize("lines", ["type~USER_*", "type~USER_* res=failed", "type~CRED_*\ntype~USER_*",
+                                   "type~USER_?*", "type~*_START", "records~SYSCALL*"])
+def test_a_glob_rule_filters_what_each_event_tested_alone_says(every_event, lines):
+    """The blacklist tests a ``name~PREFIX*`` glob with startswith first
+    (RuleSet's index); it must drop exactly what the rule's own test does."""
+    rules = RuleSet(tuple(parse_rules(lines, "b")))
+    for event in every_event:
+        assert rules.wanted(event) == (not any(rule.matches(event) for rule in rules.deny)), event.fields
+    assert any(not rules.wanted(event) for event in every_event)
+
+
 def test_quoted_values_with_spaces():
     events = _events("fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh")
     [rule] = parse_rules('acct="(unknown user)" type=USER_LOGIN', "b")

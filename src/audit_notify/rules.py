@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from .config import Config, Error, read_text
-from .events import Event, _SUMMARY
+from .events import _EVENT_LEVEL, _SUMMARY, Event
 from .severity import CRITICAL, LEVELS, RANK
 
 _FIELD_NAME = r"[A-Za-z_][\w-]*(?:\[\d+\])?"
@@ -240,22 +240,42 @@ class RuleSet:
         return classified
 
 
-def _index(rules: Tuple[Rule, ...]) -> Tuple[Dict[str, Dict[str, List[Rule]]], List[Rule]]:
+# Summary fields with one value per event: a glob on one is tested on it alone.
+_ONE_VALUED = _SUMMARY & _EVENT_LEVEL
+
+
+def _index(rules: Tuple[Rule, ...]):
     """Rules by the value of one ``name=value`` condition on a summary field
-    (``type`` first), and the rules without one.  Within a rule, conditions
-    on summary fields come first: a rule that fails on them never makes the
-    event be read whole."""
+    (``type`` first); then rules by the literal start of one ``name~PREFIX*``
+    glob on a one-valued summary field (the shipped ``type~CRYPTO_*``),
+    tested with startswith before the rule is; and the rules with neither.
+    Within a rule, conditions on summary fields come first: a rule that
+    fails on them never makes the event be read whole."""
     indexed: Dict[str, Dict[str, List[Rule]]] = {}
+    prefixed: Dict[str, List[Tuple[str, Rule]]] = {}
     other = []
     for rule in rules:
         rule = replace(rule, conditions=tuple(sorted(rule.conditions, key=lambda c: c.name not in _SUMMARY)))
         exact = [c for c in rule.conditions if c.op == "=" and c.name in _SUMMARY]
+        globs = [c for c in rule.conditions if _literal_start(c) is not None]
         if exact:
             key = min(exact, key=lambda c: c.name != "type")
             indexed.setdefault(key.name, {}).setdefault(key.value, []).append(rule)
+        elif globs:
+            prefixed.setdefault(globs[0].name, []).append((_literal_start(globs[0]), rule))
         else:
             other.append(rule)
-    return indexed, other
+    return indexed, prefixed, other
+
+
+def _literal_start(condition) -> Optional[str]:
+    """``PREFIX`` of a ``name~PREFIX*`` condition on a summary field with
+    one value per event, whose glob says nothing else; None otherwise."""
+    value = condition.value
+    if not isinstance(condition, Condition) or condition.op != "~" or condition.name not in _ONE_VALUED or \
+            not value.endswith("*") or any(char in value[:-1] for char in "*?["):
+        return None
+    return value[:-1]
 
 
 def _any_matches(index, event: Event, severity: str = "", allowing: bool = False) -> bool:
@@ -263,11 +283,17 @@ def _any_matches(index, event: Event, severity: str = "", allowing: bool = False
     a blacklist line with a time condition does not match, and an
     allow-list line's time condition does not count."""
     critical = severity == CRITICAL
-    indexed, other = index
+    indexed, prefixed, other = index
     for name, by_value in indexed.items():
         rules = by_value.get(event.get(name, None))
         if rules and _hits(rules, event, critical, allowing):
             return True
+    for name, starts in prefixed.items():
+        value = event.get(name, None)
+        if value is not None:
+            for start, rule in starts:
+                if value.startswith(start) and _hits((rule,), event, critical, allowing):
+                    return True
     return bool(other) and _hits(other, event, critical, allowing)
 
 
