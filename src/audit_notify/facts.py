@@ -90,7 +90,8 @@ class Facts:
     """What grouping and severity read of one event.
 
     ``get(name)`` is a raw field of the event (SYSCALL record first, then
-    the others in order); ``paths`` the PATH records' (name, nametype),
+    the others in order; ``proctitle`` is not read after an EXECVE record
+    gave the command line); ``paths`` the PATH records' (name, nametype),
     relative names joined to the CWD; ``command`` the EXECVE records' text,
     the same for the same command line; ``unset(name)`` whether an id
     field is absent or the kernel's "unset".
@@ -163,8 +164,8 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
                 if values["success"] is None:
                     del values["success"], values["exit"]
                 continue
-        if rtype == "PROCTITLE":
-            title = _PROCTITLE.search(text)
+        if rtype == "PROCTITLE":  # the command line where there is no EXECVE (programs.argv_of)
+            title = _PROCTITLE.search(text) if not command else None
             if title and "proctitle" not in values:
                 values["proctitle"] = _value("proctitle", title.group(1))
             continue

@@ -91,9 +91,9 @@ class Grouper(FastLane):
     def _session_facts(self, event: Event):
         """What PAM and LOGIN records say about a session."""
         facts = event.facts
-        rtype = event.get("type")
         if facts.unset("ses"):
             return
+        rtype = event.get("type")
         node, ses = event.get("node"), facts.get("ses")
         session = self._sessions.get((node, ses))
         if session is None:
