@@ -117,7 +117,9 @@ class Grouper(FastLane):
 
     # -- attribution ----------------------------------------------------------
 
-    def _attribute(self, event: Event, verdict: Verdict) -> Incident:
+    def _attribute(self, event: Event, verdict: Verdict) -> Optional[Incident]:
+        """The incident this event joins or starts; None if the fast lane
+        kept it out (a repeat of an action being counted, lane.py)."""
         facts = event.facts
         node = event.get("node")
         program = basename(facts.get("exe") or facts.get("comm"))
@@ -168,6 +170,8 @@ class Grouper(FastLane):
         # An interactive shell: what is typed in it is judged command by command.
         interactive = bool(words) and basename(words[0]) in SHELLS and \
             all(word.startswith("-") for word in words[1:]) and not facts.unset("tty")
+        # A new one-event action: one that repeats an action being counted
+        # may take the fast lane (routine is counted apart, shells are watched).
         if self._repeats is not None and verdict.severity != INFO and not (routine or interactive) and \
                 (node, ppid) not in self._shells and \
                 self._keep_out(kind, event, verdict, words, session, QUIET.get(kind, QUIET_DEFAULT)):
@@ -489,6 +493,8 @@ class Grouper(FastLane):
     # -- bookkeeping ----------------------------------------------------------
 
     def _new(self, kind: str, event: Event, anchor: str, number: Optional[int] = None) -> Incident:
+        """A new open incident; ``number`` (its key's) is the one reserved
+        for it when the fast lane kept it out, else the next."""
         if number is None:
             self._made += 1
             number = self._made

@@ -9,9 +9,9 @@
 Every event is accounted for once its incident closes: filtered, in an
 incident sent as a message, counted as a repeat, or routine.  A repeat of
 an action already being counted takes the Grouper's fast lane (lane.py):
-counted in where its incident would have been, without becoming one.  Time here is
-the events' own (the daemon passes the wall clock when input is quiet), so
-a file read with --dry-run gives what the live plugin sends.
+counted in where its incident would have been, without becoming one.
+Time here is the events' own (the daemon passes the wall clock when input
+is quiet), so a file read with --dry-run gives what the live plugin sends.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ class Notifier:
         self.rules = rules
         self._accept = accept
         self.counters = counters
-        # Without the fast lane (tests compare): the same messages, more work.
-        lane = RepeatCounts(self._counting, self._fold, self._folded) if fast_lane else None
-        self.grouper = Grouper(self._on_incident, grouping=config.group_events, repeats=lane)
         self.repeats = Repeats(config.digest_after, config.digest_window)
+        # Without the fast lane (tests compare): the same messages, more work.
+        lane = RepeatCounts(self.repeats.counting, self._fold, self._folded) if fast_lane else None
+        self.grouper = Grouper(self._on_incident, grouping=config.group_events, repeats=lane)
         self.routine = Routine(config.routine_minutes * 60.0)
         self.mentions = config.mention
 
@@ -139,9 +139,6 @@ class Notifier:
             self._send(format_repeat(window, self.repeats.window, self.mentions))
 
     # -- the Grouper's fast lane ---------------------------------------------------
-
-    def _counting(self, fingerprint: str, when: float) -> bool:
-        return self.repeats.counting(fingerprint, when)
 
     def _fold(self, fingerprint: str, when: float, severity: str) -> bool:
         """A one-event action the Grouper kept out of the incidents, due to be
