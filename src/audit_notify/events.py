@@ -370,12 +370,14 @@ def _first_value(au, name: str) -> Optional[str]:
     return _interpret(au)
 
 
-def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str], Optional[str]],
+def summary_from_parser(au, auparse, default_node: str, line_of: Optional[Callable[[str], Optional[str]]],
                         read_again: Callable[[str], Optional[Event]], normalize: bool = True) -> Event:
     """An Event that holds only SUMMARY_FIELDS until more is asked for,
-    then calls ``read_again`` on its records' lines.  An event whose lines
-    cannot be had exactly as fed (enrichment lost, bytes that are not
-    UTF-8) or that auparse cannot normalize is read whole at once."""
+    then calls ``read_again`` on its records' lines (``line_of`` gives a
+    record's line as fed, None where a stream without enrichment needs
+    none: the record's text is its line).  An event whose lines cannot be
+    had exactly as fed (enrichment lost, bytes that are not UTF-8) or that
+    auparse cannot normalize is read whole at once."""
     stamp = au.get_timestamp()
     if stamp is None:
         raise Malformed("a record without type= and msg=audit(...)")
@@ -394,7 +396,7 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Callable[[str],
             if rtype is None:
                 rtype = ""
         try:
-            text = line_of(record_text())
+            text = record_text() if line_of is None else line_of(record_text())
         except UnicodeDecodeError:
             text = None
         if text is None or rtype is None:

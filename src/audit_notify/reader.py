@@ -193,8 +193,8 @@ class EventReader:
             if self._lines is None:
                 event = event_from_parser(au, self._auparse, self._node)
             else:
-                event = summary_from_parser(au, self._auparse, self._node, self._lines.take, self._read_again,
-                                            self.normalize)
+                line_of = self._lines.take if self._lines.enriched else None  # (without: a record is its line)
+                event = summary_from_parser(au, self._auparse, self._node, line_of, self._read_again, self.normalize)
             self._counters.records += len(event.types())
             event.standalone = len(event.types()) == 1 and _user_space(au)
             if event.skipped:
