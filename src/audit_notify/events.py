@@ -415,7 +415,8 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Optional[Callab
         return event_from_parser(au, auparse, default_node, normalized)
     host = _text(lambda: stamp.host)
     fields = {"type": types[0] if types else "EOE", "time": _stamp_text(stamp, host)}
-    fields.update(normalized)
+    if normalized:
+        fields.update(normalized)
     text = "\n".join(texts) + "\n"  # one string: a list of the lines would hold more memory
     # The rest as the whole event has them: "result" is the first "res";
     # a name the normalizer left out is the first record's raw field.  A

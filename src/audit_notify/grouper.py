@@ -174,7 +174,7 @@ class Grouper(FastLane):
         # may take the fast lane (routine is counted apart, shells are watched).
         if self._repeats is not None and verdict.severity != INFO and not (routine or interactive) and \
                 (node, ppid) not in self._shells and \
-                self._keep_out(kind, event, verdict, words, session, QUIET.get(kind, QUIET_DEFAULT)):
+                self._keep_out(kind, event, verdict, words, session, QUIET.get(kind, QUIET_DEFAULT), node):
             return None
         incident = self._new(kind, event, pid or event.get("serial"))
         if words:

@@ -77,15 +77,15 @@ class FastLane(Agenda):
         self.kept_out = 0  # how many took the lane (bench_stages.py shows it)
 
     def _keep_out(self, kind: str, event: Event, verdict: Verdict, words: List[str], session: Optional[Session],
-                  quiet: float) -> bool:
+                  quiet: float, node: str) -> bool:
         """Whether a new one-event action repeats one being counted, and is
         kept out of the incidents (the caller has made sure it is new)."""
-        fingerprint = self._fingerprint(kind, event, verdict, words, session)
+        fingerprint = self._fingerprint(kind, event, verdict, words, session, node)
         if not self._repeats.counting(fingerprint, event.timestamp):
             return False
         self._made += 1
         self.kept_out += 1
-        counted = Counted((event.get("node"), event.facts.get("pid")), event, verdict, kind, words, session,
+        counted = Counted((node, event.facts.get("pid")), event, verdict, kind, words, session,
                           self._made, fingerprint, event.timestamp + quiet)
         critical = verdict.severity == CRITICAL
         self.at(min(counted.until, event.timestamp + CRITICAL_HOLD) if critical else counted.until, counted)
@@ -96,10 +96,11 @@ class FastLane(Agenda):
         return True
 
     @staticmethod
-    def _fingerprint(kind: str, event: Event, verdict: Verdict, words: List[str], session: Optional[Session]) -> str:
+    def _fingerprint(kind: str, event: Event, verdict: Verdict, words: List[str], session: Optional[Session],
+                     node: str) -> str:
         """The fingerprint of the incident a one-event action would be: made
         as _new and _join would make it."""
-        return fingerprint_of(event.get("node"), kind, verdict.severity, session, event,
+        return fingerprint_of(node, kind, verdict.severity, session, event,
                               {"command": " ".join(words)} if words else {},
                               [Piece(verdict.severity, verdict.why, event)])
 
@@ -109,7 +110,7 @@ class FastLane(Agenda):
             return  # an incident already
         event, verdict = counted.event, counted.verdict
         fingerprint = counted.fingerprint if counted.session is None else \
-            self._fingerprint(counted.kind, event, verdict, counted.words, counted.session)
+            self._fingerprint(counted.kind, event, verdict, counted.words, counted.session, counted.process[0])
         if self._repeats.fold(fingerprint, event.timestamp, verdict.severity):
             self._waiting -= 1
             counted.state, counted.decided_at = "counted", self.now

@@ -195,8 +195,9 @@ class EventReader:
             else:
                 line_of = self._lines.take if self._lines.enriched else None  # (without: a record is its line)
                 event = summary_from_parser(au, self._auparse, self._node, line_of, self._read_again, self.normalize)
-            self._counters.records += len(event.types())
-            event.standalone = len(event.types()) == 1 and _user_space(au)
+            records = len(event.types())
+            self._counters.records += records
+            event.standalone = records == 1 and _user_space(au)
             if event.skipped:
                 self._counters.problem("records whose type cannot be read skipped", event.skipped)
             self._hold(event)
@@ -246,7 +247,8 @@ class EventReader:
             event = first
         else:
             self._held[key] = event
-        self._newest = max(self._newest, event.timestamp)
+        if event.timestamp > self._newest:
+            self._newest = event.timestamp
 
     def _release(self):
         """After each feed(): emit the events whose EOE came (all pieces of
