@@ -10,7 +10,7 @@ from corpus import DATA, all_corpus_files, corpus, events_of, every_corpus_file,
 from audit_notify.counters import Counters
 from audit_notify.severity import classify
 from audit_notify.events import SUMMARY_FIELDS
-from audit_notify.reader import EventReader, import_auparse
+from audit_notify.reader import EventReader, LineIndex, import_auparse
 from audit_notify.rules import RuleSet, parse_rules
 
 
@@ -73,6 +73,26 @@ def test_summaries_read_whole_later_equal_events_read_at_once():
     # Most events do start as summaries, in enriched streams too.
     assert summaries > 0.9 * events, (summaries, events)
     assert enriched_summaries > 100, enriched_summaries
+
+
+def test_the_line_index_finds_each_record_s_line_whatever_order_auparse_claims_them():
+    """Records are claimed nearly in line order; the lines passed over (EOE
+    lines, another event's records) are found later; a line is given once,
+    enrichment and all, and a record whose line is not there gets None (its
+    event is then read whole at once)."""
+    def line(serial, rtype, rest):
+        return 'type=%s msg=audit(1700000000.000:%d): %s\x1dUID="u%d"' % (rtype, serial, rest, serial)
+    lines = [line(1, "SYSCALL", "a"), line(2, "SYSCALL", "b"), line(1, "PATH", "c"),
+             "type=EOE msg=audit(1700000000.000:1): ", line(2, "PATH", "d"), "type=EOE msg=audit(1700000000.000:2): "]
+    index = LineIndex()
+    index.add(("\n".join(lines) + "\n").encode())
+    for want in (lines[0], lines[2], lines[1], lines[4]):  # event 1's records, then event 2's
+        assert index.take(want.split("\x1d")[0]) == want
+    assert index.take(lines[0].split("\x1d")[0]) is None  # claimed already
+    assert index.take("type=PATH msg=audit(1700000000.000:3): e") is None
+    plain = LineIndex()
+    plain.add(b"type=EOE msg=audit(1700000000.000:1): \n")
+    assert plain.take("anything") == "anything"  # no enrichment: the record is its line
 
 
 def test_a_summary_answers_rules_and_severity_without_reading_every_record():
