@@ -131,11 +131,11 @@ class Incident:
         that the second can be counted as a repeat of the first (repeats.py):
         see fingerprint_of()."""
         return fingerprint_of(self.node, self.kind, self.severity, self.session, self.anchor, self.facts,
-                           self.worst_pieces(), self.facts.get("service", ""))
+                              self.worst_pieces())
 
 
 def fingerprint_of(node: str, kind: str, severity: str, session: Optional[Session], anchor: Optional[Event],
-                   facts: Dict[str, Any], pieces: List[Piece], service: str = "") -> str:
+                   facts: Dict[str, Any], pieces: List[Piece]) -> str:
     """An incident's fingerprint from its parts (pieces worst first): the
     same failed login source; the same person running the same command
     line; the same program doing the same things to the same files.  Two
@@ -145,7 +145,7 @@ def fingerprint_of(node: str, kind: str, severity: str, session: Optional[Sessio
     values = anchor.facts.values if anchor is not None else {}
     if kind == "failed-login":
         source = values.get("addr") or values.get("hostname", "")
-        return "\x1f".join((node, kind, severity, service, source))
+        return "\x1f".join((node, kind, severity, facts.get("service", ""), source))
     get = facts.get  # these facts are text (grouper.py sets them)
     parts = [node, kind, severity,
              session.user if session is not None and session.user else values.get("auid", ""),

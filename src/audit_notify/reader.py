@@ -342,9 +342,7 @@ class EventReader:
         first = _EOE_LINE.match(text, 0, last_line) if last_line else None  # no newline before it
         if first:
             found.insert(0, first.groups())
-        node = self._node
-        eoes = [(name.decode("utf-8", "surrogateescape") if name else node, serial.decode(),
-                 int(sec) + int(milli) / 1000.0) for name, sec, milli, serial in found]
+        eoes = [self._key(*groups) for groups in found]
         self._eoes.update(eoes)
         last = _EOE_LINE.match(text, last_line, end)
         if last:

@@ -257,22 +257,23 @@ def _index(rules: Tuple[Rule, ...]):
     for rule in rules:
         rule = replace(rule, conditions=tuple(sorted(rule.conditions, key=lambda c: c.name not in _SUMMARY)))
         exact = [c for c in rule.conditions if c.op == "=" and c.name in _SUMMARY]
-        globs = [c for c in rule.conditions if _literal_start(c) is not None]
+        starts = [(c.name, start) for c in rule.conditions if (start := _literal_start(c)) is not None]
         if exact:
             key = min(exact, key=lambda c: c.name != "type")
             indexed.setdefault(key.name, {}).setdefault(key.value, []).append(rule)
-        elif globs:
-            prefixed.setdefault(globs[0].name, []).append((_literal_start(globs[0]), rule))
+        elif starts:
+            name, start = starts[0]
+            prefixed.setdefault(name, []).append((start, rule))
         else:
             other.append(rule)
     return indexed, prefixed, other
 
 
-def _literal_start(condition) -> Optional[str]:
+def _literal_start(condition: Condition) -> Optional[str]:
     """``PREFIX`` of a ``name~PREFIX*`` condition on a summary field with
     one value per event, whose glob says nothing else; None otherwise."""
     value = condition.value
-    if not isinstance(condition, Condition) or condition.op != "~" or condition.name not in _ONE_VALUED or \
+    if condition.op != "~" or condition.name not in _ONE_VALUED or \
             not value.endswith("*") or any(char in value[:-1] for char in "*?["):
         return None
     return value[:-1]
