@@ -41,8 +41,9 @@ MAX_PROCESSES = 50000
 MAX_SESSIONS = 5000
 # Commands typed in a session that its login's message lists.
 MAX_TYPED = 30
-# Sessions whose commands are what the schedulers run every day.
-SCHEDULED = ("cron", "at", "anacron", "systemd")
+# Sessions whose commands are what the schedulers run every day: the
+# services _session_facts names a scheduler's session by.
+SCHEDULED = frozenset(SCHEDULERS.values())
 
 
 class Grouper(FastLane):
