@@ -43,7 +43,9 @@ def _in_order(events):
 
 
 def _as_read_at_once(event):
-    return (event.types(), event.fields, event.records, event.timestamp, event.ended, event.skipped)
+    facts = event.facts
+    return (event.types(), event.fields, event.records, event.timestamp, event.ended, event.skipped,
+            facts.values, facts.paths, facts.command)
 
 
 def test_summaries_read_whole_later_equal_events_read_at_once():

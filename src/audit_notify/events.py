@@ -14,7 +14,7 @@ import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .facts import Facts, facts_from
+from .facts import Facts, facts_from, kernel_layout
 
 
 # The original script's field names and meanings, kept so that existing
@@ -413,10 +413,18 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Optional[Callab
         raise Malformed("a record whose type cannot be read")
     if "error" in normalized:
         return event_from_parser(au, auparse, default_node, normalized)
-    host = _text(lambda: stamp.host)
+    try:
+        host = stamp.host or ""
+    except UnicodeDecodeError as exc:
+        host = exc.object.decode("utf-8", "surrogateescape")
     fields = {"type": types[0] if types else "EOE", "time": _stamp_text(stamp, host)}
     if normalized:
         fields.update(normalized)
+    # Most events start with a SYSCALL record in the kernel's layout: what
+    # auparse would say of its key, success and syscall is known from it.
+    layout = kernel_layout(typed[0][1]) if typed and typed[0][0] == "SYSCALL" else None
+    if layout is not None:
+        _from_layout(layout, fields)
     text = "\n".join(texts) + "\n"  # one string: a list of the lines would hold more memory
     # The rest as the whole event has them: "result" is the first "res";
     # a name the normalizer left out is the first record's raw field.  A
@@ -435,9 +443,46 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Optional[Callab
     fields["node"] = host or default_node
     fields["serial"] = str(stamp.serial)
     fields["records"] = " ".join(types)
-    syscall = _first_value(au, "syscall") if "SYSCALL" in types else None
+    if layout is not None:
+        syscall = _syscall_name(au, layout)
+    else:
+        syscall = _first_value(au, "syscall") if "SYSCALL" in types else None
     return Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
-                 load=lambda: read_again(text), facts=facts_from(typed, syscall))
+                 load=lambda: read_again(text), facts=facts_from(typed, syscall, layout))
+
+
+def _from_layout(layout: re.Match, fields: Dict[str, str]):
+    """The summary's key and success from the event's first record, a
+    SYSCALL record in the kernel's layout (facts.kernel_layout), as auparse
+    interprets them: a quoted key is its text, "(null)" itself, success
+    "yes" or "no" itself.  A hex key (several keys, or odd bytes) is left
+    to auparse."""
+    key = layout.group("key")
+    if key[:1] == '"':
+        fields["key"] = key[1:-1]
+    elif key[:1] == "(":
+        fields["key"] = key
+    success = layout.group("success")
+    if success is not None and not success[:1].isdigit():
+        fields["success"] = success
+
+
+# (arch, syscall number) -> the name auparse gives it: the same for every
+# event of the host, looked up once (a fifth of the per-event auparse calls).
+_SYSCALL_NAMES: Dict[Tuple[str, str], str] = {}
+
+
+def _syscall_name(au, layout: re.Match) -> Optional[str]:
+    """The syscall's name of the event's first record, a SYSCALL record in
+    the kernel's layout.  socketcall and ipc are named by their a0 too:
+    those are not kept."""
+    key = (layout.group("arch"), layout.group("syscall"))
+    name = _SYSCALL_NAMES.get(key)
+    if name is None:
+        name = _first_value(au, "syscall")
+        if name is not None and not name.startswith(("socketcall", "ipc")) and len(_SYSCALL_NAMES) < 4096:
+            _SYSCALL_NAMES[key] = name
+    return name
 
 
 def read_event_text(auparse, text: str, default_node: str) -> Event:

@@ -23,7 +23,7 @@ _HEX = re.compile(r"(?:[0-9A-F]{2})+")
 # What grouping and severity read; the first record that has one wins, the
 # SYSCALL record first.
 WANTED = frozenset((
-    "pid", "ppid", "ses", "auid", "uid", "euid", "gid", "tty", "comm", "exe", "syscall", "success", "exit",
+    "arch", "pid", "ppid", "ses", "auid", "uid", "euid", "gid", "tty", "comm", "exe", "syscall", "success", "exit",
     "items", "a0", "a1", "a2", "a3", "key", "op", "acct", "id", "hostname", "addr", "terminal", "res", "cmd",
     "cwd", "unit", "old-ses", "old-auid", "audit_enabled", "old", "list", "grp", "sig", "prom", "dev",
     "apparmor", "seresult", "name", "operation", "proctitle",
@@ -67,8 +67,9 @@ _SKIPPED = frozenset(("SOCKADDR", "BPRM_FCAPS", "MMAP", "OBJ_PID", "NETFILTER_PK
 # this order, each group named for its field (groupdict() is the values);
 # anything else goes the generic way.
 _SYSCALL = re.compile(
-    r"syscall=(?P<syscall>\S+) (?:success=(?P<success>\S+) exit=(?P<exit>\S+) )?a0=(?P<a0>\S+) a1=(?P<a1>\S+) "
-    r"a2=(?P<a2>\S+) a3=(?P<a3>\S+) items=(?P<items>\S+) ppid=(?P<ppid>\S+) pid=(?P<pid>\S+) auid=(?P<auid>\S+) "
+    r"arch=(?P<arch>\S+) syscall=(?P<syscall>\S+) (?:success=(?P<success>\S+) exit=(?P<exit>\S+) )?"
+    r"a0=(?P<a0>\S+) a1=(?P<a1>\S+) a2=(?P<a2>\S+) a3=(?P<a3>\S+) items=(?P<items>\S+) "
+    r"ppid=(?P<ppid>\S+) pid=(?P<pid>\S+) auid=(?P<auid>\S+) "
     r"uid=(?P<uid>\S+) gid=(?P<gid>\S+) euid=(?P<euid>\S+) suid=\S+ fsuid=\S+ egid=\S+ sgid=\S+ fsgid=\S+ "
     r"tty=(?P<tty>\S+) ses=(?P<ses>\S+) comm=(?P<comm>\"[^\"]*\"|\S+) exe=(?P<exe>\"[^\"]*\"|\S+)(?: subj=\S+)? "
     r"key=(?P<key>\"[^\"]*\"|\S+)")
@@ -84,6 +85,14 @@ _PROCTITLE = re.compile(r"proctitle=(\"[^\"]*\"|[^ \x1d]*)")
 # pair in Python (longest names first, so that none stops at a prefix).
 _WANTED_PAIR = re.compile(r"(?:^| |')(" + "|".join(re.escape(name) for name in sorted(WANTED, key=len, reverse=True))
                           + r")=(\"[^\"]*\"|[^ '\x1d]*)")
+
+
+def kernel_layout(text: str) -> Optional[re.Match]:
+    """A SYSCALL record's values, each in the group of its name, if the
+    record is in the kernel's own layout (None otherwise: read pair by
+    pair).  The enrichment after 0x1d is not read."""
+    cut = text.find("\x1d")
+    return _SYSCALL.search(text, 0, cut if cut >= 0 else len(text))
 
 
 class Facts:
@@ -125,9 +134,11 @@ class Facts:
         return [name for name, nametype in self.paths if nametype != "PARENT"]
 
 
-def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None) -> Facts:
+def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None,
+               layout: Optional[re.Match] = None) -> Facts:
     """Facts of an event from its (type, raw text) records; ``syscall`` is
-    the syscall's name where auparse has interpreted it already."""
+    the syscall's name where auparse has interpreted it already, ``layout``
+    kernel_layout() of the first SYSCALL record where the caller has it."""
     values: Dict[str, str] = {}
     paths: List[Tuple[str, str]] = []
     command: List[str] = []
@@ -154,8 +165,7 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
             cwd = _value("cwd", found.group(1)) if found else ""
             continue
         if rtype == "SYSCALL" and not values:
-            cut = text.find("\x1d")
-            fast = _SYSCALL.search(text, 0, cut if cut >= 0 else len(text))
+            fast = layout if layout is not None else kernel_layout(text)
             if fast:  # the kernel's fixed layout: one regex, no pair by pair
                 values = fast.groupdict()
                 for name in ("comm", "exe", "key"):  # the ones quoted, or hex when odd
