@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import re
 
 import pytest
@@ -264,3 +265,28 @@ def test_age_emits_an_event_whose_eoe_never_came():
     reader.age()
     assert [e.get("key") for e in events] == ["k"]
     assert not reader.pending()
+
+
+def test_lines_that_are_not_records_are_counted_exactly_however_the_input_is_cut():
+    """The count of input lines auparse skips (neither type= nor node= at
+    their start, not blank) is the same line by line and for any cutting
+    of the input into reads, with reads long enough to be counted span by
+    span (reader._count_line_starts) and lines cut anywhere."""
+    rnd = random.Random(11)
+    record = "type=USER_CMD msg=audit(1700000000.%03d:%d): pid=1 uid=0 auid=0 ses=1 msg='cmd=6C73 res=success'"
+    kinds = [lambda i: record % (i % 1000, i), lambda i: "node=h " + record % (i % 1000, i), lambda i: "",
+             lambda i: "typo=%d x" % i, lambda i: "type", lambda i: " type=X", lambda i: "nodes=%d" % i,
+             lambda i: "x" * rnd.randrange(1, 300)]
+    lines = [rnd.choice(kinds)(i) for i in range(6000)] + ["x" * 40000] + [kinds[0](6001)]
+    strays = sum(1 for line in lines if line and not line.startswith(("type=", "node=")))
+    data = ("\n".join(lines) + "\n").encode()
+    for cut in ("reads", "random"):
+        counters = Counters()
+        reader = EventReader(import_auparse(), lambda event: None, counters, "h")
+        start = 0
+        while start < len(data):
+            size = 65536 if cut == "reads" else rnd.choice((1, 5, 6, 7, 100, 30000, 70000))
+            reader.feed(data[start:start + size])
+            start += size
+        reader.flush()
+        assert counters.problems.get("input lines that are not audit records skipped", 0) == strays, cut

@@ -142,7 +142,7 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
     values: Dict[str, str] = {}
     paths: List[Tuple[str, str]] = []
     command: List[str] = []
-    cwd = ""
+    cwd, relative = "", False
     records = list(records)
     if records and records[0][0] != "SYSCALL":  # the SYSCALL record first: its values win
         records.sort(key=lambda record: record[0] != "SYSCALL")
@@ -158,7 +158,9 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
             item = _PATH.search(text)
             if item:
                 nametype = _NAMETYPE.search(text, item.end())
-                paths.append((_value("name", item.group(1)), nametype.group(1) if nametype else ""))
+                name = _value("name", item.group(1))
+                paths.append((name, nametype.group(1) if nametype else ""))
+                relative = relative or not name.startswith("/")
             continue
         if rtype == "CWD":
             found = _CWD.search(text)
@@ -184,7 +186,7 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
                 values[name] = value  # (a rule change's key is in its CONFIG_CHANGE, the SYSCALL's is null)
     if syscall:
         values["syscall"] = syscall
-    if cwd:
+    if cwd and relative:
         paths = [(name if name.startswith("/") else cwd.rstrip("/") + "/" + name, nametype)
                  for name, nametype in paths]
     return Facts(values, tuple(paths), " ".join(command))

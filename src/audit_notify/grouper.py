@@ -122,10 +122,11 @@ class Grouper(FastLane):
         """The incident this event joins or starts; None if the fast lane
         kept it out (a repeat of an action being counted, lane.py)."""
         facts = event.facts
+        values = facts.values  # (read directly: this runs for every event)
         node = event.get("node")
-        program = basename(facts.get("exe") or facts.get("comm"))
+        program = basename(values.get("exe") or values.get("comm", ""))
         rtype = event.get("type")
-        pid, ppid = facts.get("pid"), facts.get("ppid")
+        pid, ppid = values.get("pid", ""), values.get("ppid", "")
         own = self._open_process(node, pid)
         if rtype == "CONFIG_CHANGE" or (own is not None and own.kind == "rules"):
             return self._rules(event, verdict, own)

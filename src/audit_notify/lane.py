@@ -127,8 +127,8 @@ class FastLane(Agenda):
             gone = order.popleft()
             if self._counted.get(gone.process) is gone:
                 del self._counted[gone.process]
-        node, facts = event.get("node"), event.facts
-        for pid in (facts.get("pid"), facts.get("ppid")):
+        node, values = event.get("node"), event.facts.values
+        for pid in (values.get("pid"), values.get("ppid")):
             counted = self._counted.get((node, pid)) if pid else None
             if counted is not None and counted.until > now:
                 self._incident_after_all(counted)
