@@ -200,7 +200,11 @@ class EventReader:
         self._eoes: set = set()  # ids whose EOE auparse has read a line past
         self._last_eoes: set = set()  # ids whose EOE is the last line read
         self._reading = None   # the id of the last record line read: maybe more to come
-        self._with_eoe: Dict[tuple, None] = {}  # recent ids that have an EOE line: more than one record
+        # Recent ids that have an EOE line (more than one record): the last
+        # HOLD_MAX to 2 * HOLD_MAX, in two sets (set.update runs in C, where
+        # keeping exactly the last HOLD_MAX would take a step per id).
+        self._with_eoe: set = set()
+        self._with_eoe_before: set = set()
         self._lines: Optional[LineIndex] = LineIndex() if lazy else None
         # Whether summaries carry the normalizer's fields (rules on them need
         # them for every event; messages read them again when they need them).
@@ -283,9 +287,10 @@ class EventReader:
         one read are joined first, whatever order auparse handed them over
         in), then those that are too old or too many to keep waiting."""
         eoes, self._eoes = self._eoes, set()
+        with_eoe, before = self._with_eoe, self._with_eoe_before
         ready = [k for k, e in self._held.items()
                  if e.ended or (k in eoes and "SYSCALL" in e.types())
-                 or (e.standalone and k != self._reading and k not in self._with_eoe)]
+                 or (e.standalone and k != self._reading and k not in with_eoe and k not in before)]
         for key in sorted(ready, key=lambda k: (k[2], int(k[1]) if k[1].isdigit() else 0)):  # in time order
             self._emit(self._held.pop(key))
         for old in list(self._held):  # oldest first: stop at the first still young,
@@ -348,11 +353,9 @@ class EventReader:
         if last:
             eoes.append(self._key(*last.groups()))
             self._last_eoes.add(eoes[-1])
-        with_eoe = self._with_eoe
-        for key in eoes:
-            with_eoe[key] = None
-            if len(with_eoe) > HOLD_MAX:
-                del with_eoe[next(iter(with_eoe))]
+        self._with_eoe.update(eoes)
+        if len(self._with_eoe) > HOLD_MAX:
+            self._with_eoe_before, self._with_eoe = self._with_eoe, set()
         last = _RECORD_LINE.match(text, last_line, end)
         if last:
             self._reading = self._key(*last.groups())
