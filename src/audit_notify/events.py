@@ -64,17 +64,19 @@ class Event:
     corpus event).
     """
 
-    __slots__ = ("_fields", "_records", "_types", "_load", "timestamp", "ended", "skipped", "facts", "standalone")
+    __slots__ = ("_fields", "_records", "_types", "_load", "_lines", "timestamp", "ended", "skipped", "facts",
+                 "standalone")
 
     def __init__(self, fields: Dict[str, str], records: Optional[List[Tuple[str, Dict[str, str]]]] = None,
                  timestamp: float = 0.0, ended: bool = False, skipped: int = 0,
-                 types: Optional[List[str]] = None, load: Optional[Callable[[], Optional["Event"]]] = None,
-                 facts: Optional[Facts] = None):
+                 types: Optional[List[str]] = None, load: Optional[Callable[[str], Optional["Event"]]] = None,
+                 lines: str = "", facts: Optional[Facts] = None):
         self._fields = fields
         self.facts = facts if facts is not None else Facts({})  # what severity and grouping read
         self._records = records if records is not None else []
         self._types = types
-        self._load = load
+        self._load = load    # reads ``lines`` (the event's lines as fed) whole: a summary's rest
+        self._lines = lines
         self.timestamp = timestamp
         self.ended = ended      # its EOE record came: nothing more will
         self.skipped = skipped  # records whose type could not be read
@@ -83,7 +85,8 @@ class Event:
     def _read_all(self):
         if self._load is not None:
             load, self._load = self._load, None
-            whole = load()
+            whole = load(self._lines)
+            self._lines = ""
             if whole is None:  # could not be read again: what the summary has
                 self._records = [(name, {}) for name in self._types]
             else:
@@ -425,7 +428,8 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Optional[Callab
     layout = kernel_layout(typed[0][1]) if typed and typed[0][0] == "SYSCALL" else None
     if layout is not None:
         _from_layout(layout, fields)
-    text = "\n".join(texts) + "\n"  # one string: a list of the lines would hold more memory
+    texts.append("")  # (so that the last line ends with its newline too)
+    text = "\n".join(texts)  # one string: a list of the lines would hold more memory
     # The rest as the whole event has them: "result" is the first "res";
     # a name the normalizer left out is the first record's raw field.  A
     # name whose "name=" is nowhere in the lines is not looked for (a
@@ -448,7 +452,7 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Optional[Callab
     else:
         syscall = _first_value(au, "syscall") if "SYSCALL" in types else None
     return Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
-                 load=lambda: read_again(text), facts=facts_from(typed, syscall, layout))
+                 load=read_again, lines=text, facts=facts_from(typed, syscall, layout))
 
 
 def _from_layout(layout: re.Match, fields: Dict[str, str]):
