@@ -123,8 +123,9 @@ class LineIndex:
             lines = [line for line in lines if "\0" not in line]
         # A line too long to carry between reads (_whole_lines) is never
         # kept, however the input was cut: its event is read whole at once.
-        lines = [line for line in lines if len(line) <= MAX_LINE_BYTES // 4 or
-                 len(line.encode("utf-8", "surrogateescape")) <= MAX_LINE_BYTES]
+        if lines and max(map(len, lines)) > MAX_LINE_BYTES // 4:
+            lines = [line for line in lines if len(line) <= MAX_LINE_BYTES // 4 or
+                     len(line.encode("utf-8", "surrogateescape")) <= MAX_LINE_BYTES]
         queue = self._queue
         queue.extend(lines)
         if len(queue) > self.MAX_LINES:
