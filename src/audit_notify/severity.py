@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from .events import Event
 from .keymap import KEY_SEVERITY
@@ -37,8 +36,10 @@ LEVELS = (CRITICAL, WARNING, INFO)
 RANK = {CRITICAL: 0, WARNING: 1, INFO: 2}
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """An event's severity and why (one or two made for every event: a
+    tuple, not a frozen dataclass, whose making costs four times as much)."""
+
     severity: str
     why: str  # a few words for the message: "sudoers changed", "user added"
 
