@@ -106,13 +106,14 @@ class Facts:
     field is absent or the kernel's "unset".
     """
 
-    __slots__ = ("values", "paths", "command", "words")
+    __slots__ = ("values", "paths", "command", "words", "_written")
 
     def __init__(self, values: Dict[str, str], paths: Tuple[Tuple[str, str], ...] = (), command: str = ""):
         self.values = values
         self.paths = paths
         self.command = command
         self.words: Optional[List[str]] = None  # the argv, once programs.command_words has read it
+        self._written: Optional[List[str]] = None  # written_paths(), once asked
 
     def get(self, name: str, default: str = "") -> str:
         return self.values.get(name, default)
@@ -126,12 +127,15 @@ class Facts:
             self.values.setdefault(name, value)
         self.paths += other.paths
         self.command = self.command or other.command
-        self.words = None
+        self.words = self._written = None
 
     def written_paths(self) -> List[str]:
         """Names the event created, changed or deleted (not the parent
-        directories it only looked through)."""
-        return [name for name, nametype in self.paths if nametype != "PARENT"]
+        directories it only looked through).  Severity and grouping ask
+        three times an event: the same list each time, not to be changed."""
+        if self._written is None:
+            self._written = [name for name, nametype in self.paths if nametype != "PARENT"]
+        return self._written
 
 
 def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None,

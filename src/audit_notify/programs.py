@@ -85,9 +85,11 @@ def argv_paths(words: List[str]) -> List[str]:
 
 def is_package_manager(words: List[str]) -> bool:
     """Whether an argv runs a package manager (``python3 -m pip`` too)."""
-    names = [basename(word) for word in words[:2]]
-    return bool(names) and (names[0] in PACKAGE_MANAGERS or (
-        len(names) > 1 and names[0].startswith("python") and names[1] in PACKAGE_MANAGERS))
+    if not words:
+        return False
+    program = basename(words[0])
+    return program in PACKAGE_MANAGERS or (
+        len(words) > 1 and program.startswith("python") and basename(words[1]) in PACKAGE_MANAGERS)
 
 
 def packages(words: List[str]) -> List[str]:
