@@ -151,10 +151,12 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
     if records and records[0][0] != "SYSCALL":  # the SYSCALL record first: its values win
         records.sort(key=lambda record: record[0] != "SYSCALL")
     for rtype, text in records:
-        if rtype == "EXECVE":
-            body = text.split("\x1d", 1)[0]
-            prefix = _PREFIX.match(body)
-            command.append(body[prefix.end():] if prefix else body)
+        if rtype == "EXECVE":  # its text up to the enrichment, after the prefix
+            cut = text.find("\x1d")
+            if cut < 0:
+                cut = len(text)
+            prefix = _PREFIX.match(text, 0, cut)
+            command.append(text[prefix.end() if prefix else 0:cut])
             continue
         if rtype in _SKIPPED:
             continue

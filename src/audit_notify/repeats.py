@@ -96,7 +96,8 @@ class Repeats:
         window = self.windows.get(fingerprint)
         if window is None or not window.folded or self._over(window, when):
             return None
-        window.seen = max(window.seen, when)
+        if when > window.seen:  # (this runs for most events of a flood: no max())
+            window.seen = when
         return self._fold(window, when, severity)
 
     @staticmethod
@@ -112,7 +113,8 @@ class Repeats:
     @staticmethod
     def _fold(window: Window, when: float, severity: str) -> Window:
         window.folded += 1
-        window.last = max(window.last, when)
+        if when > window.last:
+            window.last = when
         window.severity = worst(window.severity, severity) if window.folded > 1 else severity
         return window
 
