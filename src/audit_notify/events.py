@@ -461,12 +461,11 @@ def _from_layout(layout: re.Match, fields: Dict[str, str]):
     interprets them: a quoted key is its text, "(null)" itself, success
     "yes" or "no" itself.  A hex key (several keys, or odd bytes) is left
     to auparse."""
-    key = layout.group("key")
+    key, success = layout.group("key", "success")
     if key[:1] == '"':
         fields["key"] = key[1:-1]
     elif key[:1] == "(":
         fields["key"] = key
-    success = layout.group("success")
     if success is not None and not success[:1].isdigit():
         fields["success"] = success
 
@@ -480,7 +479,7 @@ def _syscall_name(au, layout: re.Match) -> Optional[str]:
     """The syscall's name of the event's first record, a SYSCALL record in
     the kernel's layout.  socketcall and ipc are named by their a0 too:
     those are not kept."""
-    key = (layout.group("arch"), layout.group("syscall"))
+    key = layout.group("arch", "syscall")
     name = _SYSCALL_NAMES.get(key)
     if name is None:
         name = _first_value(au, "syscall")
