@@ -136,6 +136,13 @@ def main(argv=None):
         median = statistics.median(times[name])
         print("%-28s median %6.2f s  %8.0f records/s  speed vs ausearch -i %.2f  peak RSS %5.1f MB"
               % (name, median, records / median, base / median, max(rss[name])))
+    # Each round's ratio, its runs side by side: how steady the median is.
+    for name in commands:
+        if name != "ausearch -i":
+            ratios = sorted(a / b for a, b in zip(times["ausearch -i"], times[name]))
+            print("%-28s per round: speed vs ausearch -i %.2f to %.2f (median %.2f), %d of %d rounds at 1 or more"
+                  % (name, ratios[0], ratios[-1], statistics.median(ratios), sum(r >= 1 for r in ratios),
+                     len(ratios)))
     for name in commands:
         if name != "ausearch -i":
             print("%s: %s" % (name, outputs[name]))
