@@ -224,3 +224,22 @@ def test_making_a_hidden_file_in_tmp_executable_is_critical_a_plain_one_warns():
     home = syscall("fchmodat", exe="/usr/bin/chmod", a0="ffffff9c", a1="55d0", a2="1ed",
                    paths=[("/home/bob/bin/tool", "NORMAL")])
     assert level(home) == INFO
+
+
+def test_by_type_passes_over_syscall_events_only_where_no_type_rule_could_judge_them():
+    """by_type returns at once for a SYSCALL event without an AppArmor
+    field (most events); that holds while no map of types names SYSCALL.
+    An AppArmor denial whose event starts with its SYSCALL record is still
+    judged by type."""
+    from audit_notify import severity
+    for name in ("_ACCOUNT_TYPES", "_ANOMALY_CRITICAL", "_DAEMON", "_LOGIN_FAILURES", "_SIMPLE"):
+        assert "SYSCALL" not in getattr(severity, name), name
+    denied = events_of(
+        b'type=SYSCALL msg=audit(1700000000.000:7): arch=c000003e syscall=257 success=no exit=-13 a0=ffffff9c '
+        b'a1=5 a2=0 a3=0 items=1 ppid=1 pid=2 auid=1000 uid=1000 gid=1000 euid=1000 suid=1000 fsuid=1000 '
+        b'egid=1000 sgid=1000 fsgid=1000 tty=pts0 ses=3 comm="cat" exe="/usr/bin/cat" key=(null)\n'
+        b'type=AVC msg=audit(1700000000.000:7): apparmor="DENIED" operation="open" profile="p" '
+        b'name="/etc/shadow" pid=2 comm="cat" requested_mask="r" denied_mask="r" fsuid=1000 ouid=0\n'
+        b'type=EOE msg=audit(1700000000.000:7): \n')
+    assert [e.get("type") for e in denied] == ["SYSCALL"]
+    assert severity.by_type(denied[0]) == severity.Verdict(WARNING, "access denied by AppArmor")

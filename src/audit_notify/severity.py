@@ -127,6 +127,8 @@ def _by_person(event: Event) -> bool:
 def by_type(event: Event) -> Optional[Verdict]:
     rtype = event.get("type")
     facts = event.facts
+    if rtype == "SYSCALL" and "apparmor" not in facts.values:
+        return None  # (most events: none of the types below, and no AppArmor record in it)
     if rtype in _ACCOUNT_TYPES:
         return Verdict(CRITICAL, _ACCOUNT_TYPES[rtype])
     if rtype in _ANOMALY_CRITICAL:
