@@ -98,6 +98,40 @@ def test_the_line_index_finds_each_record_s_line_whatever_order_auparse_claims_t
     assert plain.take("anything") == "anything"  # no enrichment: the record is its line
 
 
+def test_the_line_index_gives_an_event_s_lines_at_once_or_record_by_record():
+    """An event's lines at the head, one after another (EOE lines of the
+    events before are passed over), come as one string; records that are
+    not all there in order are found one by one; one that is missing, or
+    whose line is too long to have been kept, gives None."""
+    def line(node, serial, rtype, rest):
+        prefix = "node=%s " % node if node else ""
+        return '%stype=%s msg=audit(1700000000.000:%d): %s\x1dUID="u%d"' % (prefix, rtype, serial, rest, serial)
+
+    def eoe(node, serial):
+        return "%stype=EOE msg=audit(1700000000.000:%d): " % ("node=%s " % node if node else "", serial)
+
+    def texts(*lines):
+        return [one.split("\x1d")[0] for one in lines]
+
+    a1, a2, b1, c1, c2 = (line("", 1, "SYSCALL", "a"), line("", 1, "PATH", "b"), line("h", 2, "SYSCALL", "c"),
+                          line("", 3, "SYSCALL", "d"), line("", 3, "PATH", "e"))
+    d1, d2, f1 = line("", 4, "SYSCALL", "f"), line("", 4, "PATH", "g"), line("", 5, "SYSCALL", "x" * 70000)
+    g1 = line("", 6, "SYSCALL", "ab")
+    lines = [a1, a2, eoe("", 1), b1, eoe("h", 2), c1, d1, c2, d2, f1, g1]
+    index = LineIndex()
+    index.add(("\n".join(lines) + "\n").encode())
+    assert index.lines_of(texts(a1, a2)) == a1 + "\n" + a2 + "\n"
+    assert index.lines_of(texts(b1)) == b1 + "\n"  # after an EOE line, and one with a node= prefix
+    assert index.lines_of(texts(c1, c2)) == c1 + "\n" + c2 + "\n"  # interleaved with event 4: one by one
+    assert index.lines_of(texts(d1, d2) + [eoe("", 4).rstrip()]) == d1 + "\n" + d2 + "\n" + eoe("", 4).rstrip() + "\n"
+    assert index.lines_of(texts(f1)) is None  # too long to carry between reads
+    assert index.lines_of([g1.split("b")[0]]) is None  # a line that only starts with the record's text
+    assert index.lines_of([eoe("h", 2)]) == eoe("h", 2) + "\n"  # an EOE record: its text, line gone or not
+    assert index.lines_of(texts(a1)) is None  # claimed already
+    plain = LineIndex()
+    assert plain.lines_of(["type=EOE msg=audit(1700000000.000:1): "]) == "type=EOE msg=audit(1700000000.000:1): \n"
+
+
 def test_a_summary_answers_rules_and_severity_without_reading_every_record():
     data = read(corpus("laurel", "src", "testdata", "record-execve.txt"))
     [event] = events_of(data)

@@ -373,14 +373,16 @@ def _first_value(au, name: str) -> Optional[str]:
     return _interpret(au)
 
 
-def summary_from_parser(au, auparse, default_node: str, line_of: Optional[Callable[[str], Optional[str]]],
+def summary_from_parser(au, auparse, default_node: str, lines_of: Optional[Callable[[List[str]], Optional[str]]],
                         read_again: Callable[[str], Optional[Event]], normalize: bool = True) -> Event:
     """An Event that holds only SUMMARY_FIELDS until more is asked for,
-    then calls ``read_again`` on its records' lines (``line_of`` gives a
-    record's line as fed, None where a stream without enrichment needs
-    none: the record's text is its line).  An event whose lines cannot be
-    had exactly as fed (enrichment lost, bytes that are not UTF-8) or that
-    auparse cannot normalize is read whole at once."""
+    then calls ``read_again`` on its records' lines (``lines_of`` gives
+    them as fed, from the records' texts, None where a stream without
+    enrichment needs none: a record's text is its line).  An event whose
+    lines cannot be had exactly as fed (enrichment lost, bytes that are not
+    UTF-8) or that auparse cannot normalize is read whole at once.  The
+    facts are read from the records' texts, which are their lines up to
+    the enrichment: the facts never read past it."""
     stamp = au.get_timestamp()
     if stamp is None:
         raise Malformed("a record without type= and msg=audit(...)")
@@ -399,7 +401,7 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Optional[Callab
             if rtype is None:
                 rtype = ""
         try:
-            text = record_text() if line_of is None else line_of(record_text())
+            text = record_text()
         except UnicodeDecodeError:
             text = None
         if text is None or rtype is None:
@@ -428,8 +430,13 @@ def summary_from_parser(au, auparse, default_node: str, line_of: Optional[Callab
     layout = kernel_layout(typed[0][1]) if typed and typed[0][0] == "SYSCALL" else None
     if layout is not None:
         _from_layout(layout, fields)
-    texts.append("")  # (so that the last line ends with its newline too)
-    text = "\n".join(texts)  # one string: a list of the lines would hold more memory
+    if lines_of is None:
+        texts.append("")  # (so that the last line ends with its newline too)
+        text = "\n".join(texts)  # one string: a list of the lines would hold more memory
+    else:
+        text = lines_of(texts)
+        if text is None:
+            return event_from_parser(au, auparse, default_node, normalized)
     # The rest as the whole event has them: "result" is the first "res";
     # a name the normalizer left out is the first record's raw field.  A
     # name whose "name=" is nowhere in the lines is not looked for (a
