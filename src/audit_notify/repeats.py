@@ -86,15 +86,14 @@ class Repeats:
         """Whether the fingerprint's window is counting (the first
         ``after`` went alone) and still open at ``when``: the next of it
         will be folded unless the window closes first."""
-        window = self.windows.get(fingerprint)
-        return window is not None and window.folded > 0 and not self._over(window, when)
+        return self._counting(fingerprint, when) is not None
 
     def fold(self, fingerprint: str, when: float, severity: str) -> Optional[Window]:
         """What offer() does for one whose window is counting(): count it
         in, without making a headline first.  None, with nothing changed,
         where offer() has more to decide."""
-        window = self.windows.get(fingerprint)
-        if window is None or not window.folded or self._over(window, when):
+        window = self._counting(fingerprint, when)
+        if window is None:
             return None
         if when > window.seen:  # (this runs for most events of a flood: no max())
             window.seen = when
@@ -106,6 +105,11 @@ class Repeats:
         another action).  A count of one stays: its message is out."""
         if not window.closed and window.folded > 1:
             window.folded -= 1
+
+    def _counting(self, fingerprint: str, when: float) -> Optional[Window]:
+        """The fingerprint's window, if it is counting and open at ``when``."""
+        window = self.windows.get(fingerprint)
+        return window if window is not None and window.folded and not self._over(window, when) else None
 
     def _over(self, window: Window, when: float) -> bool:
         return when >= window.seen + self.window or when >= window.start + MAX_WINDOW
