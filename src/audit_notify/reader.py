@@ -143,7 +143,7 @@ class LineIndex:
         while buf.startswith(_EOE_START, head) or (buf.startswith("node=", head) and _eoe_at(buf, head)):
             head = buf.find("\n", head) + 1  # an EOE line: its event went without it
         self._head = at = head
-        for text in texts:
+        for text in texts:  # each record as _is_line_of says, at its place in the string (no line cut out)
             if not buf.startswith(text, at):
                 break
             after = at + len(text)
@@ -169,17 +169,21 @@ class LineIndex:
         newline)."""
         if not self.enriched:
             return text
-        size = len(text)
+        line = self._find(text)
+        return None if line is None or _too_long(line) else line
+
+    def _find(self, text: str) -> Optional[str]:
+        """A record's line: at the head, among the lines passed over, or up
+        to SCAN lines on (those passed go to the others)."""
         line = self._next_line()
-        if line is not None:
-            if line.startswith(text) and (len(line) == size or line[size] == "\x1d"):
-                self._head += len(line) + 1
-                return line if not _too_long(line) else None
+        if line is not None and _is_line_of(line, text):
+            self._head += len(line) + 1
+            return line
         passed = self._passed
         if passed:
             line = passed.pop(text, None)
             if line is not None:
-                return line if not _too_long(line) else None
+                return line
         if _eoe_at(text):
             return text  # an EOE record has nothing to enrich (its line may have gone by)
         for _ in range(self.SCAN):
@@ -187,8 +191,8 @@ class LineIndex:
             if line is None:
                 break
             self._head += len(line) + 1
-            if line.startswith(text) and (len(line) == size or line[size] == "\x1d"):
-                return line if not _too_long(line) else None
+            if _is_line_of(line, text):
+                return line
             if not _eoe_at(line):
                 passed[line.partition("\x1d")[0]] = line
         if len(passed) > self.MAX_PASSED:
@@ -209,6 +213,12 @@ def _eoe_at(text: str, at: int = 0) -> bool:
     """Whether an EOE line starts at ``at`` (after its node= prefix, if any)."""
     return text.startswith(_EOE_START, at) or (
         text.startswith("node=", at) and text.startswith(_EOE_START, text.find(" ", at) + 1))
+
+
+def _is_line_of(line: str, text: str) -> bool:
+    """Whether ``line`` is the line of the record whose text is ``text``:
+    that text, then the enrichment or nothing."""
+    return line.startswith(text) and (len(line) == len(text) or line[len(text)] == "\x1d")
 
 
 def _too_long(line: str) -> bool:
