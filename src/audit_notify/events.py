@@ -331,7 +331,7 @@ def event_from_parser(au, auparse, default_node: str, normalized: Optional[Dict[
     records, ended, skipped, texts = _read_records(au)
     if not records and not ended:
         raise Malformed("a record whose type cannot be read")
-    host = _text(lambda: stamp.host)
+    host = _text(getattr, stamp, "host")
     fields = {"type": records[0][0] if records else "EOE", "time": _stamp_text(stamp, host)}
     fields.update(normalized)
     if "result" not in fields:
@@ -418,10 +418,7 @@ def summary_from_parser(au, auparse, default_node: str, lines_of: Optional[Calla
         raise Malformed("a record whose type cannot be read")
     if "error" in normalized:
         return event_from_parser(au, auparse, default_node, normalized)
-    try:
-        host = stamp.host or ""
-    except UnicodeDecodeError as exc:
-        host = exc.object.decode("utf-8", "surrogateescape")
+    host = _text(getattr, stamp, "host")
     fields = {"type": types[0] if types else "EOE", "time": _stamp_text(stamp, host)}
     if normalized:
         fields.update(normalized)
