@@ -195,7 +195,7 @@ def test_every_corpus_event_gets_a_level_and_a_reason():
 def test_a_command_line_that_erases_logs_warns_even_when_only_the_exec_is_logged():
     run = syscall("execve", exe="/usr/bin/truncate", a0="55d0", paths=[("/usr/bin/truncate", "NORMAL")], uid="0",
                   argv=("truncate", "-s", "0", "/var/log/app.log"))
-    assert (level(run), classify(run).why) == (WARNING, "logs erased")
+    assert (level(run), classify(run).why) == (WARNING, "command: logs erased")
     plain = syscall("execve", exe="/usr/bin/truncate", a0="55d0", paths=[("/usr/bin/truncate", "NORMAL")], uid="0",
                     argv=("truncate", "-s", "0", "/srv/data.bin"))
     assert level(plain) == INFO

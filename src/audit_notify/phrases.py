@@ -12,7 +12,8 @@ from .headlines import _known
 from .incidents import Incident
 from .message import V, span
 from .programs import argv_of, argv_paths, command_words
-from .severity import EVIDENCE_PLACES, RANK, odd_place, place
+from .evidence import PREFIX as EVIDENCE_PREFIX
+from .severity import EVIDENCE_PLACES, RANK, command_finding, odd_place, place
 
 UNSET = ("4294967295", "-1", "unset", "")
 
@@ -89,6 +90,11 @@ def effect(why: str, event: Event) -> Tuple[str, ...]:
     facts = event.facts
     names = facts.written_paths()
     rtype = event.get("type")
+    if why.startswith(EVIDENCE_PREFIX):
+        found = command_finding(event)
+        if found is None or found.why != why:
+            return (why[len(EVIDENCE_PREFIX):],)
+        return tuple(V(part) if i % 2 else part for i, part in enumerate(found.deed) if part)
     if why.startswith("made executable in "):
         return ("made ", V(chosen_path(names) or "?"), " executable (%s)" % why[len("made executable in "):])
     if why.startswith("download to ") or (why.endswith(" erased") and facts.get("syscall").startswith("execve")):
@@ -127,12 +133,16 @@ def chosen_path(names: Sequence[str]) -> str:
     return names[-1] if names else ""
 
 
-def commands_run(incident: Incident, since: float = 0.0) -> List[str]:
+def commands_run(incident: Incident, since: float = 0.0, persons: bool = False) -> List[str]:
     """The command lines run in an incident (from ``since``), in order,
-    without the failed tries of an execvp search along $PATH."""
+    without the failed tries of an execvp search along $PATH; with
+    ``persons``, only those run as the person whose login it is (root's
+    helpers that PAM runs at a user's login are not theirs)."""
     found, seen = [], set()
     for event in incident.events:
         if not event.facts.command or event.timestamp < since:
+            continue
+        if persons and event.facts.get("uid") != event.facts.get("auid") and event.facts.get("auid") != "0":
             continue
         if event.facts.get("success") == "no" and event.facts.get("exit") in ("-2", "-13", "-20"):
             continue  # ENOENT/EACCES/ENOTDIR: a search, or a failed try shown as a piece
@@ -179,8 +189,11 @@ def effects_of(incident: Incident, limit: int) -> List[Tuple[str, ...]]:
         if parts and text not in seen:
             seen.add(text)
             out.append(parts)
+    written = {name for names in files.values() for name in names}
     shown: List[Tuple[str, ...]] = []
     for parts in out:
+        if len(parts) > 1 and isinstance(parts[1], V) and parts[1] in written:
+            continue  # a command line's deed that its syscalls show too
         if parts[0] == "\x00files":
             label = parts[1]
             names = files[label]

@@ -27,6 +27,7 @@ import fnmatch
 import os
 from typing import List, NamedTuple, Optional, Tuple
 
+from . import evidence
 from .events import Event
 from .keymap import KEY_SEVERITY
 from .programs import argv_of, argv_paths, command_words
@@ -159,6 +160,8 @@ def by_type(event: Event) -> Optional[Verdict]:
         return Verdict(WARNING, "login")
     if rtype == "USER_AUTH":
         return Verdict(INFO, "authenticated")
+    if rtype == "USER_CMD":
+        return _by_command_line(event, facts.get("cmd"), None) or Verdict(WARNING, "sudo")
     if rtype in _SIMPLE:
         severity, why = _SIMPLE[rtype]
         if severity == INFO and _failed(event) and rtype.startswith("SERVICE"):
@@ -230,7 +233,7 @@ CRITICAL_PLACES: Tuple[Tuple[str, str], ...] = (
     ("/lib/modules/", "kernel modules"), ("/usr/lib/modules/", "kernel modules"),
     ("/boot/", "boot"), ("/etc/default/grub", "boot"), ("/etc/grub.d/", "boot"),
     ("/etc/selinux/", "SELinux config"), ("/etc/apparmor.d/", "AppArmor config"), ("/etc/apparmor/", "AppArmor config"),
-    ("/etc/nsswitch.conf", "name service"),
+    ("/etc/nsswitch.conf", "name service"), ("/etc/hosts", "name resolution"),
     ("/bin/", "system programs"), ("/sbin/", "system programs"), ("/usr/bin/", "system programs"),
     ("/usr/sbin/", "system programs"), ("/usr/local/bin/", "system programs"), ("/usr/local/sbin/",
                                                                                "system programs"),
@@ -239,7 +242,7 @@ CRITICAL_PLACES: Tuple[Tuple[str, str], ...] = (
 )
 # Changes worth seeing, not alarming.
 WARNING_PLACES: Tuple[Tuple[str, str], ...] = (
-    ("/etc/hosts", "hosts"), ("/etc/resolv.conf", "DNS"), ("/etc/fstab", "mounts"), ("/etc/sysctl.conf", "sysctl"),
+    ("/etc/resolv.conf", "DNS"), ("/etc/fstab", "mounts"), ("/etc/sysctl.conf", "sysctl"),
     ("/etc/sysctl.d/", "sysctl"), ("/etc/hostname", "host name"), ("/etc/network/", "network config"),
     ("/etc/netplan/", "network config"), ("/etc/NetworkManager/", "network config"), ("/etc/iptables/", "firewall"),
     ("/etc/nftables.conf", "firewall"), ("/etc/ssh/", "ssh config"), ("*/.ssh/", "ssh config"),
@@ -399,7 +402,69 @@ def _by_exec(event: Event) -> Optional[Verdict]:
         return Verdict(CRITICAL, "setuid-root program run from outside the system's directories")
     if exe.endswith("/pkexec") and facts.command.startswith("argc=0"):
         return Verdict(CRITICAL, "pkexec run without arguments (CVE-2021-4034)")
-    return _by_argv(command_words(event))
+    words = command_words(event)
+    return _web_shell(event, exe, words) or _by_command_line(event, "", words) or _by_argv(words)
+
+
+# Programs a server has no business starting: a shell, or the commands an
+# intruder runs first to see where they are.  (Elastic's "Potential Shell
+# via Web Server", Sigma's "Shells Spawned by Web Servers": server programs
+# usually don't run shell programs.)
+RECON = frozenset(("id", "whoami", "uname", "hostname", "w", "who", "groups", "netstat", "ss", "ifconfig", "ip",
+                   "ps", "lsb_release", "nproc", "getent", "arp", "route"))
+# The highest uid of the system's own accounts (Debian's and Fedora's
+# login.defs: SYS_UID_MAX 999), and nobody.
+SYS_UID_MAX = 999
+NOBODY = "65534"
+
+
+def _web_shell(event: Event, exe: str, words: List[str]) -> Optional[Verdict]:
+    """A service account (a system uid, no login session) whose program
+    starts a shell or reconnaissance tools: a web shell, or a service
+    taken over.  Its own start by init (ppid 1) is not."""
+    facts = event.facts
+    uid = facts.get("uid")
+    if not facts.unset("auid") or facts.get("ppid") in ("1", "") or not (uid == NOBODY or uid.isdigit() and
+                                                                         0 < int(uid) <= SYS_UID_MAX):
+        return None
+    program = os.path.basename(exe)
+    if program in evidence.SHELLS or program in RECON or (words and os.path.basename(words[0]) in RECON):
+        return Verdict(CRITICAL, "shell started by a service account")
+    return None
+
+
+def _by_command_line(event: Event, text: str, words: Optional[List[str]]) -> Optional[Verdict]:
+    """What a command line says it does (evidence.py): sudo's cmd (text) or
+    an exec's argv (words), judged whatever rule recorded it."""
+    if words is not None and not evidence.worth_reading(words):
+        return None
+    found = _judge(event, text, words)
+    if found is None:
+        return None
+    if found.why.endswith(" read") and words is not None and event.facts.get("euid") not in ("0", ""):
+        # Hashes and private keys are their owner's and root's alone: an
+        # ordinary user's cat of them fails (sudo's cmd runs as root).
+        return Verdict(WARNING, found.why)
+    return Verdict(found.severity, found.why)
+
+
+def _judge(event: Event, text: str, words: Optional[List[str]]) -> Optional[evidence.Finding]:
+    actor = _actor(event) if "/.ssh/" in (text or " ".join(words or ())) else ""
+    return evidence.judge_text(text, actor) if words is None else evidence.judge_words(words, actor)
+
+
+def command_finding(event: Event) -> Optional[evidence.Finding]:
+    """The deed a command-line verdict stands for, in words (for the
+    message; made again, as only a message's few events need it)."""
+    if event.get("type") == "USER_CMD":
+        return _judge(event, event.facts.get("cmd"), None)
+    return _judge(event, "", command_words(event))
+
+
+def _actor(event: Event) -> str:
+    """The name of the person behind an event (for "their own key"): the
+    login's auid, as a name."""
+    return event.get("auid") if not event.facts.unset("auid") else ""
 
 
 # Programs whose arguments say what they do to a file: erase it, or fetch
