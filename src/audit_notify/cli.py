@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import sys
 import time
 from typing import Iterable, List, Optional, Sequence
@@ -21,6 +22,7 @@ from .config import DEFAULT_CONFIG, Config, Error, load_config
 from .counters import Counters
 from .daemon import EOF, STOPPED, Plugin, install_signals
 from .kernel import open_kmsg
+from .known import Known, known_path
 from .kernel import status as kernel_status
 from .logs import setup_logging
 from .privileges import check_config_files, prepare
@@ -49,12 +51,17 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--send-test", action="store_true", help="with --check: send a test notification")
     parser.add_argument("--status", action="store_true",
                         help="print the spool and counters of the running plugin, read-only")
+    parser.add_argument("--state", metavar="DIR",
+                        help="with --dry-run: start from what the plugin knows in DIR (its state_dir), "
+                             "read-only; without it a dry run learns from an empty memory")
     parser.add_argument("files", nargs="*", metavar="FILE", help="audit logs to read instead of stdin")
     args = parser.parse_args(argv)
     if args.json and not args.dry_run:
         parser.error("--json needs --dry-run")
     if args.send_test and not args.check:
         parser.error("--send-test needs --check")
+    if args.state and not args.dry_run:
+        parser.error("--state needs --dry-run")
     return args
 
 
@@ -138,6 +145,9 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
                 kmsg, kernel_lost = open_kmsg(), _kernel_lost()
             fixed = prepare(config)
             sink, rights = open_spool(config)
+            known = _open_known(known_path(config.state_dir), writable=True)
+        if args.dry_run:  # never the live memory's file, unless asked, and then read-only
+            known = _open_known(known_path(args.state), writable=False) if args.state else Known()
     except Error as exc:
         sys.stderr.write("audit-notify: %s\n" % exc)
         _log_somewhere(args)
@@ -154,7 +164,7 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
         return Sender(current, sink, counters)
 
     plugin = Plugin(config, rules, auparse, sink, counters, rights=rights, make_sender=make_sender, reload=reload,
-                    hostname=socket.gethostname(), live=live, kmsg=kmsg, kernel_lost=kernel_lost)
+                    hostname=socket.gethostname(), live=live, kmsg=kmsg, kernel_lost=kernel_lost, known=known)
     if plugin.sender is not None:
         plugin.notifier.repeats.restore(sink.state("repeats"))
         plugin.announce_restart()
@@ -175,6 +185,51 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
     if not args.dry_run and config.user == "root":
         log.warning("running as root, and so does matrix-commander: set user = audit-notify (see README)")
     return serve(plugin, sink, counters, _open_inputs(args.files), wakeup[0])
+
+
+def _open_known(path: str, writable: bool) -> Known:
+    """What the plugin knows of the hosts' ordinary work (known.py); a file
+    that cannot be opened is said, and the plugin learns in memory."""
+    try:
+        return Known(path, writable=writable)
+    except sqlite3.Error as exc:
+        log.warning("cannot open %s (%s): what is known is kept in memory until the next start", path, exc)
+        return Known()
+
+
+def known_command(argv: List[str], out=sys.stdout) -> int:
+    """audit-notify known: what the plugin has learned is ordinary, per
+    host; --forget clears it (all, or the labels matching a glob)."""
+    parser = argparse.ArgumentParser(
+        prog="audit-notify known",
+        description="List the shapes of ordinary actions the plugin has seen (a new one is a warning, a known "
+                    "one routine), or forget them.")
+    parser.add_argument("--config", metavar="FILE", help="config file (default %s)" % DEFAULT_CONFIG)
+    parser.add_argument("--state", metavar="DIR", help="the state directory (default: the config's state_dir)")
+    parser.add_argument("--forget", nargs="?", const="*", metavar="PATTERN",
+                        help="forget every shape, or those whose label or host matches PATTERN (a glob)")
+    args = parser.parse_args(argv)
+    try:
+        state = args.state or load_config(args.config).state_dir
+    except Error as exc:
+        sys.stderr.write("audit-notify: %s\n" % exc)
+        return 1
+    path = known_path(state)
+    if not os.path.exists(path):
+        out.write("nothing known yet: no %s\n" % path)
+        return 0
+    known = Known(path, writable=args.forget is not None)
+    try:
+        if args.forget is not None:
+            out.write("forgot %d shapes\n" % known.forget(args.forget))
+            return 0
+        for node, label, first, last, times in known.entries():
+            out.write("%s  %s  first %s, last %s, %d times\n" % (
+                node, label, time.strftime("%Y-%m-%d %H:%M", time.localtime(first)),
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(last)), times))
+        return 0
+    finally:
+        known.close()
 
 
 def _kernel_lost() -> Optional[int]:
@@ -223,6 +278,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ADMIN_COMMANDS:
         return _admin(argv)
+    if argv and argv[0] == "known":
+        return known_command(argv[1:])
     args = parse_args(argv)
     if args.check:
         from .doctor import Doctor

@@ -25,6 +25,7 @@ from .config import RESTART_KEYS, Config, Error, changed_keys
 from .counters import Counters
 from .events import NORMALIZED, Event
 from .kernel import lost_total, read_kmsg
+from .known import Known
 from .notify import Notifier
 from .logs import set_level
 from .message import Notification, notice
@@ -86,12 +87,12 @@ class Plugin:
                  rights: Optional[SendingRights] = None, make_sender: Callable[[Config], Sender] = None,
                  reload: Callable[[], Tuple[Config, RuleSet]] = None, clock=time.monotonic, wall=time.time,
                  wait=wait_readable, read=os.read, hostname: str = "", live: bool = True,
-                 kmsg: Optional[int] = None, kernel_lost: Optional[int] = None):
+                 kmsg: Optional[int] = None, kernel_lost: Optional[int] = None, known: Optional[Known] = None):
         self.config = config
         self.rules = rules
         self.sink = sink
         self.counters = counters
-        self.notifier = Notifier(config, rules, self._accept, counters)
+        self.notifier = Notifier(config, rules, self._accept, counters, known=known)
         self._rights = rights
         self._make_sender = make_sender
         self.sender: Optional[Sender] = None
@@ -363,6 +364,7 @@ class Plugin:
         work for its time, log the totals."""
         self.reader.flush()
         self.notifier.close_all()
+        self.notifier.known.close()
         self.watcher.due(self._wall())
         self.commit()
         if self.sender is not None:

@@ -84,10 +84,17 @@ def incident_headline(incident: Incident) -> Line:
             parts += (" from ", V(session.addr))
         parts += (" (%s)" % ("no terminal" if not (session and session.terminal) else ""),) \
             if not (session and session.terminal) else (" (", V(session.terminal), ")")
-        # What ran once the session was open (the login scripts run before).
-        commands = commands_run(incident, since=facts.get("logged_in", 1e18))
+        # What the person ran once the session was open (not PAM's login
+        # scripts: motd's run-parts runs as root on a user's login).
+        commands = commands_run(incident, since=facts.get("logged_in", 1e18), persons=True)
         if commands and not (session and session.terminal):
-            parts += (", ran ", V(commands[0]))
+            if "sftp-server" in commands[0]:
+                parts += (", file transfer (SFTP)",)
+            else:
+                parts += (", ran ", V(commands[0]))
+        if facts.get("failed_tries"):
+            tries = facts["failed_tries"]
+            parts += (", after %d failed tr%s" % (tries, "y" if tries == 1 else "ies"),)
         if facts.get("ended"):
             parts += (", %s" % duration(facts["ended"] - incident.first),)
         return L(*parts + arrow(incident))
@@ -218,6 +225,8 @@ def format_incident(incident: Incident, mentions: Sequence[str] = ()) -> Notific
         failed = incident.failed() or bool(incident.pieces and all(p.why in ("login failed", "access denied")
                                                                    for p in incident.pieces))
         lines = _incident_details(incident, head)
+    if incident.novelty == "new":
+        head = Line(("new: ",) + head.parts, head.limit)  # the first time this host sees it (known.py)
     body, formatted = compose(incident.severity, failed, head, incident.node, lines, mentions)
     fields = dict(incident.anchor.fields) if incident.anchor is not None else {}
     return Notification(body=body, html=formatted, fields=fields, timestamp=incident.last,

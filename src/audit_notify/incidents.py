@@ -64,7 +64,7 @@ class Incident:
     __slots__ = ("key", "kind", "node", "first", "last", "severity", "events", "serials", "count", "pieces",
                  "session", "anchor", "facts", "absorbs_until", "held_open", "critical_at", "closed", "emitted",
                  "emitted_at", "changed", "routine", "capped", "fate", "new_text", "accounted", "sent_gist", "pids",
-                 "counted_as")
+                 "counted_as", "novelty")
 
     def __init__(self, key: str, kind: str, node: str, first: float, last: float):
         self.key = key
@@ -95,6 +95,7 @@ class Incident:
         self.sent_gist: tuple = ()       # what its last message said, but for the event count
         self.pids: Set[str] = set()      # the processes the Grouper maps to it (a few, bounded)
         self.counted_as: tuple = ()      # a repeat: the fingerprint it was counted with, and its pieces then
+        self.novelty = ""                # a warning's shape: "new" (said so), "known" (routine), or not asked
 
     def add(self, event: Event, verdict: Verdict, quiet: float):
         self.count += 1

@@ -27,10 +27,11 @@ from .agenda import UPDATE_INTERVAL
 from .grouper import Grouper
 from .lane import RepeatCounts
 from .incidents import Incident
+from .known import Known, shape_of
 from .message import Notification
 from .repeats import Repeats, Routine, Window
 from .rules import RuleSet
-from .severity import INFO, Verdict, classify
+from .severity import CRITICAL, INFO, WARNING, Verdict, classify
 
 log = logging.getLogger("audit-notify")
 
@@ -40,8 +41,11 @@ class Notifier:
     (a keyed one again for each new version: an edit)."""
 
     def __init__(self, config: Config, rules: RuleSet, accept: Callable[[Notification], None], counters: Counters,
-                 fast_lane: bool = True):
+                 fast_lane: bool = True, known: Optional[Known] = None):
         self.rules = rules
+        # What this host's people do every day: a warning the first time,
+        # routine afterwards (known.py).  In memory unless one is given.
+        self.known = known if known is not None else Known()
         self._accept = accept
         self.counters = counters
         self.repeats = Repeats(config.digest_after, config.digest_window)
@@ -72,6 +76,8 @@ class Notifier:
         self.grouper.offer(event, verdict)
 
     def _on_incident(self, incident: Incident):
+        if incident.fate == "routine" and incident.novelty == "known" and incident.severity == CRITICAL:
+            incident.fate = ""  # a known action that turned critical later: never lowered
         if not incident.fate:
             self._decide(incident)
         elif incident.fate == "repeat" and len(incident.pieces) > incident.counted_as[1]:
@@ -97,7 +103,14 @@ class Notifier:
     def _decide(self, incident: Incident):
         """Routine, a message of its own, or a count of repeats: decided once,
         when an incident is first due."""
-        if incident.severity == INFO and self.grouper.grouping:  # without grouping: every event a message
+        if incident.severity == WARNING and self.grouper.grouping and not incident.novelty:
+            shape = shape_of(incident)
+            if shape is not None:
+                known = self.known.seen(incident.node, shape[0], shape[1], incident.first)
+                incident.novelty = "known" if known else "new"
+        retried = incident.kind == "failed-login" and incident.facts.get("retried")  # a typo, then the login
+        if (incident.severity == INFO or retried or incident.novelty == "known" and incident.severity == WARNING) \
+                and self.grouper.grouping:  # without grouping: every event a message
             incident.fate = "routine"
             for period in self.routine.add(incident.last, incident.node, routine_label(incident), incident.count):
                 self._send(format_routine(period))
