@@ -34,7 +34,10 @@ from .severity import INFO, RANK, WARNING, Verdict
 # An incident closes once no piece has joined it for this long (seconds of
 # the events' own time); some kinds wait longer (QUIET).
 QUIET_DEFAULT = 2.0
-QUIET = {"login": 5.0, "sudo": 10.0, "su": 10.0, "package": 15.0, "session-command": 10.0}
+QUIET = {"login": 5.0, "sudo": 10.0, "su": 10.0, "package": 15.0, "session-command": 10.0,
+         # A mistyped password is followed by the right one within seconds
+         # (sshd's own delay is 2-3 s): held that long to be seen as such.
+         "failed-login": 10.0}
 # At most this many incidents are open at once, processes and sessions
 # remembered; past it the oldest go (a bound on memory, not a setting).
 MAX_PROCESSES = 50000
@@ -290,6 +293,7 @@ class Grouper(FastLane):
                 if ended is not None:
                     return ended
             incident = self._login_of(event)
+            self._retried(node, service, event, incident)
         incident.facts["service"] = service
         if not facts.unset("ses"):
             session = self._sessions.get((node, facts.get("ses")))
@@ -313,6 +317,21 @@ class Grouper(FastLane):
         joined = self._join(incident, event, verdict, QUIET["login"])
         self._schedule(incident)  # held open or not, its next moment may have changed
         return joined
+
+    def _retried(self, node: str, service: str, event: Event, login: Incident):
+        """A password mistyped, then the right one in the same connection
+        (sshd's process): the failure is part of the login ("after 1
+        failed try"), not an alarm of its own."""
+        facts = event.facts
+        source = facts.get("addr") if not facts.unset("addr") else facts.get("hostname")
+        failed = self._anchors.get((node, "failed-login", "%s|%s" % (service, source)))
+        if failed is None or failed.closed or failed.emitted or facts.get("pid") not in failed.facts.get(
+                "connections", ()) or failed.facts.get("retried"):
+            return
+        failed.facts["retried"] = "1"
+        login.facts["failed_tries"] = login.facts.get("failed_tries", 0) + failed.facts.get("tries", 1)
+        failed.absorbs_until = event.timestamp
+        self._schedule(failed)
 
     def _login_of(self, event: Event) -> Incident:
         """The login a successful PAM record belongs to: its session's (sshd
