@@ -114,14 +114,14 @@ def incident_headline(incident: Incident) -> Line:
             # No exec rule and no USER_CMD (su logs none; sudo -l runs nothing).
             target = facts.get("target", "")  # whom PAM opened a session for, if anyone
             became = (" switched to ", V(target), " (%s)" % tool) if target else (" used %s" % tool,)
-            return L(who, *became + origin(incident) + arrow(incident))
+            return L(who, *became + arrow(incident) + origin(incident))
         if facts.get("interactive"):
             ended = (", %s" % duration(facts["ended"] - incident.first),) if facts.get("ended") else ()
-            return L(who, " became ", V(target), " (%s)" % tool, *origin(incident) + ended + arrow(incident))
+            return L(who, " became ", V(target), " (%s)" % tool, *ended + arrow(incident) + origin(incident))
         parts = (who, " ran %s " % tool, V(command))
         if target != "root":
             parts += (" as ", V(target))
-        return L(*parts + origin(incident) + arrow(incident))
+        return L(*parts + arrow(incident) + origin(incident))
     if kind == "rules":
         return L(*_rules_headline(incident, who))
     packages = facts.get("packages")
@@ -129,22 +129,22 @@ def incident_headline(incident: Incident) -> Line:
         command = facts.get("package_command") or facts.get("command", "?")
         verb = _package_verb(command)
         what = (V(packages),) if packages else (V(command),)
-        return L(who, " %s " % verb, *what + origin(incident) + arrow(incident))
+        return L(who, " %s " % verb, *what + arrow(incident) + origin(incident))
     if kind in ("command", "cron") and facts.get("command"):
         parts = (who, " ran ", V(facts["command"])) + as_root(incident)
         if facts.get("shell_of"):
             parts += (" in a shell opened with ", V(facts["shell_of"]))
-        return L(*parts + origin(incident) + arrow(incident))
+        return L(*parts + arrow(incident) + origin(incident))
     if kind == "shell":
         parts = (who,) + as_root(incident)
         if facts.get("shell_of"):
             parts += (" in a shell opened with ", V(facts["shell_of"]))
         effects = effects_of(incident, 3)
         if effects:
-            parts += origin(incident) + (": ",) + effects[0]
+            parts += (": ",) + effects[0]
             for one in effects[1:2]:
                 parts += (", ",) + one
-            return L(*parts + ((" …",) if len(effects) > 2 else ()))
+            return L(*parts + ((" …",) if len(effects) > 2 else ()) + origin(incident))
     if persons_action(incident):
         # Something a person's session did outside any command we saw (no
         # exec rule): said as their action, as a shell's is.
@@ -164,18 +164,22 @@ def incident_headline(incident: Incident) -> Line:
 def _rules_headline(incident: Incident, who: str) -> Tuple[str, ...]:
     added, removed = rule_changes(incident)
     failures = incident.facts.get("failures", 0)
+    growing = not incident.closed  # the burst may go on: no total yet (rule_count)
     why = next((p.why for p in incident.pieces if p.why in ("auditing disabled", "audit rules made immutable")), "")
     if why:
         parts: Tuple[str, ...] = (why[0].upper() + why[1:] + " by ", who)
         if removed:  # the same burst blinded it twice over: say both
-            parts += (", and " + rule_count(removed, "deleted", everything=not added),) + rule_keys(incident)
+            parts += (", and " + rule_count(removed, "deleted", everything=not added, growing=growing),) + \
+                rule_keys(incident)
     elif removed and added:
-        parts = ("Audit rules reloaded by ", who, ": %d deleted, %d loaded" % (removed, added))
+        parts = ("Audit rules reloaded by ", who, ": %d deleted, %d loaded%s" % (
+            removed, added, " so far" if growing else ""))
     elif removed:
-        what = rule_count(removed, "deleted", everything=True)
+        what = rule_count(removed, "deleted", everything=True, growing=growing)
         parts = (what[0].upper() + what[1:],) + rule_keys(incident) + (" by ", who)
     elif added:
-        parts = (rule_count(added, "loaded"),) + rule_keys(incident) + (" by ", who)
+        what = rule_count(added, "loaded", growing=growing)
+        parts = (what[0].upper() + what[1:] if growing else what,) + rule_keys(incident) + (" by ", who)
     else:
         parts = ("Audit settings changed by ", who)
     if failures:
@@ -194,12 +198,34 @@ def _package_verb(command: str) -> str:
 
 # -- messages -----------------------------------------------------------------
 
+# A lock screen shows a notification's first hundred characters or so: what
+# happened to what, and the host, must be in them.
+HEADLINE_BUDGET = 100
+_KEEP = 40  # a command line cut to fit keeps this much, its two ends
+
+
+def on_host(head: Line, node: str) -> Line:
+    """"web1: alice ran …": the host first, where a lock screen shows it."""
+    return Line((V(node), ": ") + head.parts, head.limit) if node else head
+
+
+def within(head: Line, budget: int) -> Line:
+    """A headline over ``budget`` characters with its command lines cut in
+    the middle to _KEEP characters, so that what comes after them (the
+    object: "→ wrote /etc/cron.d/x") is seen; a path or a name is never
+    cut (the session it came from comes last, and may run over)."""
+    if len(head.text()) <= budget:
+        return head
+    return Line(tuple(V(part[:_KEEP - _KEEP // 2] + "…" + part[len(part) - _KEEP // 2 + 1:])
+                      if isinstance(part, V) and " " in part and len(part) > _KEEP else part
+                      for part in head.parts), head.limit)
+
+
 def compose(severity: str, failed: bool, head: Line, node: str, lines: List[Line], mentions: Sequence[str]) \
         -> Tuple[str, str]:
     """The body and HTML of a message: the marks, the headline in bold, its
     lines, and for a critical one the mention line; each cut to fit."""
-    if node:
-        head = head + (" on ", V(node))
+    head = on_host(within(head, HEADLINE_BUDGET), node)
     prefix = mark(severity, failed)
     body_lines = [prefix + head.text()] + [line.text() for line in lines]
     html_lines = ["%s<b>%s</b>" % (html.escape(prefix), head.html())] + [line.html() for line in lines]
@@ -312,9 +338,7 @@ def format_repeat(window: Window, length: float, mentions: Sequence[str] = ()) -
 
 def repeat_headline(incident: Incident) -> Tuple[str, str]:
     """The headline a repeat count shows (plain, HTML), with its node."""
-    head = incident_headline(incident)
-    if incident.node:
-        head = head + (" on ", V(incident.node))
+    head = on_host(within(incident_headline(incident), HEADLINE_BUDGET), incident.node)
     failed = FAILED_MARK + " " if incident.failed() else ""
     return failed + head.text(), "%s<b>%s</b>" % (failed, head.html())
 

@@ -238,8 +238,13 @@ def arrow(incident: Incident, skip_first: bool = False) -> Tuple[str, ...]:
     return parts
 
 
-def rule_count(n: int, what: str, everything: bool = False) -> str:
-    """ "1 audit rule deleted", "all 352 audit rules deleted"."""
+def rule_count(n: int, what: str, everything: bool = False, growing: bool = False) -> str:
+    """ "1 audit rule deleted", "all 352 audit rules deleted"; while the
+    burst is still coming (its first message goes out within the critical
+    hold, before auditctl is done), "audit rules being deleted (78 so
+    far)": never a count that is wrong."""
+    if growing:
+        return "audit rules being %s (%d so far)" % (what, n)
     if n == 1:
         return "1 audit rule %s" % what
     return "%s%d audit rules %s" % ("all " if everything else "", n, what)
@@ -265,10 +270,11 @@ def rules_effect(incident: Incident) -> Tuple[str, ...]:
     """The audit rules an incident (a sudo auditctl -D, say) deleted or added."""
     added, removed = rule_changes(incident)
     parts: Tuple[str, ...] = ()
+    growing = not incident.closed
     if removed:
-        parts += (rule_count(removed, "deleted", everything=not added),)
+        parts += (rule_count(removed, "deleted", everything=not added, growing=growing),)
     if added:
-        parts += ((", " if parts else "") + rule_count(added, "loaded"),)
+        parts += ((", " if parts else "") + rule_count(added, "loaded", growing=growing),)
     return parts + rule_keys(incident) if parts else ()
 
 
