@@ -26,7 +26,10 @@ from .format import format_incident, format_repeat, format_routine, repeat_headl
 from .agenda import UPDATE_INTERVAL
 from .grouper import Grouper
 from .lane import RepeatCounts
+from .evidence import basename, commands_of_text
 from .incidents import Incident
+from .phrases import commands_run
+from .programs import ELEVATORS
 from .known import Known, shape_of
 from .message import Notification
 from .repeats import Repeats, Routine, Window
@@ -34,6 +37,18 @@ from .rules import RuleSet
 from .severity import CRITICAL, INFO, WARNING, Verdict, classify
 
 log = logging.getLogger("audit-notify")
+
+
+def _only_elevates(login: Incident) -> bool:
+    """A login without a terminal that only ran sudo (ssh host 'sudo cmd'):
+    the sudo's message says where it came from, and is the one message."""
+    session = login.session
+    if login.kind != "login" or login.severity != WARNING or session is None or session.terminal or any(
+            piece.severity != INFO and piece.why not in ("login", "session opened") for piece in login.pieces):
+        return False
+    commands = commands_run(login, since=login.facts.get("logged_in", 1e18), persons=True)
+    ran = [simple.words for command in commands for simple, _ in commands_of_text(command)]
+    return bool(ran) and all(words and basename(words[0]) in ELEVATORS for words in ran)
 
 
 class Notifier:
@@ -109,8 +124,8 @@ class Notifier:
                 known = self.known.seen(incident.node, shape[0], shape[1], incident.first)
                 incident.novelty = "known" if known else "new"
         retried = incident.kind == "failed-login" and incident.facts.get("retried")  # a typo, then the login
-        if (incident.severity == INFO or retried or incident.novelty == "known" and incident.severity == WARNING) \
-                and self.grouper.grouping:  # without grouping: every event a message
+        if (incident.severity == INFO or retried or incident.novelty == "known" and incident.severity == WARNING
+                or _only_elevates(incident)) and self.grouper.grouping:  # without grouping: every event a message
             incident.fate = "routine"
             for period in self.routine.add(incident.last, incident.node, routine_label(incident), incident.count):
                 self._send(format_routine(period))

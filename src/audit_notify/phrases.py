@@ -84,9 +84,11 @@ def file_verb(event: Event) -> str:
     return "changed"
 
 
-def effect(why: str, event: Event) -> Tuple[str, ...]:
+def effect(why: str, event: Event, company: Sequence[Event] = ()) -> Tuple[str, ...]:
     """A notable piece in a few words: "wrote /etc/sudoers.d/zz (sudoers)",
-    "user added: svc-backup"."""
+    "user added: svc-backup" (``company``: the incident's other events,
+    where a record that names an account by a number not yet in passwd
+    finds its name)."""
     facts = event.facts
     names = facts.written_paths()
     rtype = event.get("type")
@@ -120,13 +122,33 @@ def effect(why: str, event: Event) -> Tuple[str, ...]:
         return ("set a setuid/setgid bit on ", V(chosen_path(names) or "?"))
     if rtype == "ADD_USER" and facts.get("id") == "0":
         return ("user added with uid 0 (a second root)",)
-    target = (event.get("acct") or event.get("grp") or event.get("id") or event.get("name")
+    # An account record's id is read through this host's passwd, which may
+    # not have it yet (or, for another host's log, has someone else): the
+    # name the same process logged is the truth.
+    named = account_named(event, company) if rtype in _ACCOUNT_RECORDS and not event.facts.get("acct") else ""
+    target = (named or event.get("acct") or event.get("grp") or event.get("id") or event.get("name")
               or event.get("unit") or "")
     if rtype in ("KERN_MODULE",) or why.startswith("kernel module"):
         target = event.get("name") or chosen_path(names)
     if _known(target) and target not in ("(invalid user)",):
         return (why + ": ", V(target))
     return (why,)
+
+
+# Records of shadow-utils that name an account by its id (useradd's ADD_USER
+# "id=1001", before the name resolves anywhere).
+_ACCOUNT_RECORDS = frozenset(("ADD_USER", "DEL_USER", "USER_MGMT", "CHUSER_ID", "ACCT_LOCK", "ACCT_UNLOCK"))
+
+
+def account_named(event: Event, company: Sequence[Event]) -> str:
+    """The account name the same process's records give (useradd logs
+    ADD_GROUP acct="carol" beside ADD_USER id=1001), or ""."""
+    pid = event.facts.get("pid")
+    for other in company:
+        name = other.facts.get("acct")
+        if other.facts.get("pid") == pid and _known(name) and not name.startswith("unknown("):
+            return name
+    return ""
 
 
 def chosen_path(names: Sequence[str]) -> str:
@@ -184,7 +206,7 @@ def effects_of(incident: Incident, limit: int) -> List[Tuple[str, ...]]:
                     files[label].append(name)
             verbs.setdefault(label, set()).add(file_verb(event))
             continue
-        parts = effect(piece.why, event) or rules_effect(incident)
+        parts = effect(piece.why, event, incident.events) or rules_effect(incident)
         text = "".join(parts)
         if parts and text not in seen:
             seen.add(text)

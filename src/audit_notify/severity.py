@@ -161,7 +161,10 @@ def by_type(event: Event) -> Optional[Verdict]:
     if rtype == "USER_AUTH":
         return Verdict(INFO, "authenticated")
     if rtype == "USER_CMD":
-        return _by_command_line(event, facts.get("cmd"), None) or Verdict(WARNING, "sudo")
+        said = _by_command_line(event, facts.get("cmd"), None)
+        if said is not None and _failed(event):
+            return Verdict(WARNING, said.why)  # sudo refused it: an attempt, nothing done
+        return said or Verdict(WARNING, "sudo")
     if rtype in _SIMPLE:
         severity, why = _SIMPLE[rtype]
         if severity == INFO and _failed(event) and rtype.startswith("SERVICE"):
