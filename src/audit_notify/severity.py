@@ -30,7 +30,7 @@ from typing import List, NamedTuple, Optional, Tuple
 from . import evidence
 from .events import Event
 from .keymap import KEY_SEVERITY
-from .programs import argv_of, argv_paths, command_words
+from .programs import ELEVATORS, argv_of, argv_paths, command_words
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 LEVELS = (CRITICAL, WARNING, INFO)
@@ -439,8 +439,8 @@ def _web_shell(event: Event, exe: str, words: List[str]) -> Optional[Verdict]:
 def _by_command_line(event: Event, text: str, words: Optional[List[str]]) -> Optional[Verdict]:
     """What a command line says it does (evidence.py): sudo's cmd (text) or
     an exec's argv (words), judged whatever rule recorded it."""
-    if words is not None and not evidence.worth_reading(words):
-        return None
+    if words is not None and (not evidence.worth_reading(words) or os.path.basename(words[0]) in ELEVATORS):
+        return None  # (sudo's own argv is a request: its USER_CMD says whether it ran, the child's exec what)
     found = _judge(event, text, words)
     if found is None:
         return None
