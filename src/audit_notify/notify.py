@@ -31,6 +31,7 @@ from .incidents import Incident
 from .phrases import commands_run
 from .programs import ELEVATORS
 from .known import Known, shape_of
+from .lineage import Lineage
 from .message import Notification
 from .repeats import Repeats, Routine, Window
 from .rules import RuleSet
@@ -61,6 +62,7 @@ class Notifier:
         # What this host's people do every day: a warning the first time,
         # routine afterwards (known.py).  In memory unless one is given.
         self.known = known if known is not None else Known()
+        self.lineage = Lineage()  # who spawned whom: a web shell's children, a pipeline into a shell
         self._accept = accept
         self.counters = counters
         self.repeats = Repeats(config.digest_after, config.digest_window)
@@ -81,7 +83,7 @@ class Notifier:
     # -- events ---------------------------------------------------------------
 
     def on_event(self, event: Event):
-        verdict = classify(event)
+        verdict = self.lineage.judge(event, classify(event))
         severity = self.rules.severity(event, verdict.severity) if self.rules.levels else verdict.severity
         if not self.rules.wanted(event, severity):
             self.counters.filtered += 1
