@@ -146,8 +146,11 @@ def shape_of(incident) -> Optional[Tuple[str, str]]:
     kind = incident.kind
     # What it did beyond being what it is: a known login that was denied
     # /etc/shadow this time is not the login known.
-    did = tuple(sorted({piece.why for piece in incident.pieces if piece.severity != "info" and
-                        piece.why not in _PLAIN}))
+    # Not a rule's key (the rule set refines, never decides alone), nor
+    # what a package manager's run writes (its business, whatever it is).
+    did = () if incident.capped or kind == "package" else tuple(sorted({
+        piece.why for piece in incident.pieces
+        if piece.severity != "info" and piece.why not in _PLAIN and not piece.why.startswith("rule ")}))
     session = incident.session
     where = session.addr if session is not None and session.addr not in ("?", "UNKNOWN") else ""
     service = session.service if session is not None else ""
