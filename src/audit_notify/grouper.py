@@ -27,8 +27,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .events import Event
 from .incidents import Incident, Piece, Session, safe_key
 from .lane import FastLane, RepeatCounts
-from .programs import (ELEVATORS, LOGIN_SERVICES, SCHEDULERS, SHELLS, basename, changes_packages, command_words,
-                       is_package_manager, packages)
+from .programs import (ELEVATORS, LOGIN_SERVICES, PACKAGE_MANAGERS, SCHEDULERS, SHELLS, argv_of, basename,
+                       changes_packages, command_words, is_package_manager, packages)
 from .severity import INFO, RANK, WARNING, Verdict
 
 # An incident closes once no piece has joined it for this long (seconds of
@@ -142,6 +142,11 @@ class Grouper(FastLane):
         if program in SCHEDULERS and pam:
             return self._scheduled(event, verdict, SCHEDULERS[program])
         elevator = ELEVATORS.get(program)
+        if elevator and rtype == "SYSCALL" and own is None and not facts.command:
+            parent = self._open_process(node, ppid)
+            if parent is not None and parent.kind in ("sudo", "su"):
+                # su's child setting its ids before it runs the command: the su's.
+                return self._join(parent, event, verdict)
         if elevator and (pam or (rtype == "SYSCALL" and (own is None or own.kind not in ("sudo", "su")))):
             return self._elevation(event, verdict, elevator)
         shell = self._shells.get((node, pid))
@@ -163,7 +168,11 @@ class Grouper(FastLane):
                 self._schedule(parent)
             return parent
         words = command_words(event) if facts.command else []
-        if words and is_package_manager(words):
+        # A package manager seen first by a syscall of its own (the rule
+        # set logs its writes, not its exec): its command line is its title.
+        run = words or (argv_of(event) if program in PACKAGE_MANAGERS else [])
+        if run and is_package_manager(run):
+            words = run
             incident = self._new("package", event, pid)
             incident.capped = WARNING if changes_packages(words) else INFO
             incident.facts["command"] = " ".join(words)
@@ -314,7 +323,7 @@ class Grouper(FastLane):
             incident.held_open = False
         if failed:
             incident.anchor = incident.anchor or event
-        joined = self._join(incident, event, verdict, QUIET["login"])
+        joined = self._join(incident, event, verdict, QUIET[incident.kind])
         self._schedule(incident)  # held open or not, its next moment may have changed
         return joined
 

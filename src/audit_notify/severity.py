@@ -363,7 +363,20 @@ def by_syscall(event: Event) -> Optional[Verdict]:
         return Verdict(WARNING if _by_person(event) else INFO, "clock set")
     if syscall in ("sethostname", "setdomainname"):
         return Verdict(WARNING, "host name changed")
-    return _by_path(event) or _by_argv(argv_of(event))
+    return _root_from_odd_place(event) or _by_path(event) or _by_argv(argv_of(event))
+
+
+def _root_from_odd_place(event: Event) -> Optional[Verdict]:
+    """A person's program from a scratch place or a hidden file acting as
+    root (a copy of python given cap_setuid, a setuid shell in /tmp): the
+    exec may have gone unrecorded, its first root syscall is enough."""
+    facts = event.facts
+    if facts.get("euid") != "0" or facts.unset("auid") or facts.get("auid") == "0" or _failed(event):
+        return None
+    where = odd_place(facts.get("exe"))
+    if where and where != "a hidden directory":
+        return Verdict(CRITICAL, "root from a program in " + where)
+    return None
 
 
 # Where the system's own setuid programs live: one elsewhere was planted.
@@ -547,10 +560,18 @@ def _by_path(event: Event) -> Optional[Verdict]:
 
 # -- 3. rule keys -------------------------------------------------------------
 
+# Audit's own tools: every change they make to the kernel's audit setup is
+# a CONFIG_CHANGE record the kernel writes whatever the rules (judged on its
+# own); running one says nothing more.
+AUDIT_TOOLS = frozenset(("auditctl", "augenrules"))
+
+
 def by_key(event: Event) -> Optional[Verdict]:
     key = event.facts.get("key") or event.get("key")
     if not key or key in ("(null)", "(none)"):
         return None
+    if event.facts.command and os.path.basename(event.facts.get("exe")) in AUDIT_TOOLS:
+        return Verdict(INFO, "audit tool run")
     keys = [one.strip('"') for one in key.split("\x01")]  # several keys on one rule arrive joined by 0x01
     known = [one for one in keys if one in KEY_SEVERITY]
     if known:
