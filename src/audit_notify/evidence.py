@@ -250,6 +250,7 @@ _TRAIL = (("/var/log/wtmp", "login records"), ("/var/log/btmp", "login records")
           ("/var/log/audit/", "audit trail"), ("/var/log/messages*", "system log"),
           ("/var/log/syslog*", "system log"), ("/var/log/journal/", "system log"))
 _SETID_SYMBOLIC = re.compile(r"^[ugoa]*[+=][rwxXt]*s")
+_OCTAL_MODE = re.compile(r"0?[0-7]{1,4}\Z")  # 4755, 04755, 3775 (setuid is 0o4000, setgid 0o2000)
 
 
 def _paths(words: List[str]) -> List[str]:
@@ -403,7 +404,7 @@ def _mode(program: str, words: List[str]) -> Optional[Finding]:
     args = [word for word in words[1:] if not word.startswith("-") or _SETID_SYMBOLIC.match(word[1:] or "x")]
     if program == "chmod" and len(args) >= 2:
         mode = args[0]
-        setid = (mode.isdigit() and len(mode) == 4 and mode[0] in "2467") or bool(
+        setid = bool(_OCTAL_MODE.match(mode) and int(mode, 8) & 0o6000) or bool(
             any(_SETID_SYMBOLIC.match(part) for part in mode.split(",")))
         if setid:
             return _finding(CRITICAL, "setuid bit set", "set a setuid/setgid bit on ", args[-1], "")
