@@ -265,9 +265,11 @@ def _write_target(program: str, words: List[str]) -> List[Tuple[str, str]]:
         found += [(word, "wrote ") for word in args if not word.startswith("-")]
     elif program in _WRITERS_LAST:
         plain = [word for word in args if not word.startswith("-")]
-        if program in ("cp", "mv", "install", "ln") and "-t" in args:
+        if program in ("cp", "mv", "install", "ln") and "-t" in args:  # -t DIR: into DIR, whatever comes last
             at = args.index("-t")
-            plain = [args[at + 1]] if at + 1 < len(args) else []
+            directory = args[at + 1] if at + 1 < len(args) else ""
+            plain = [word for word in plain if word != directory][-1:] + [directory.rstrip("/") + "/"] if directory \
+                else []
         if len(plain) >= 2 or program == "install" and plain:
             target, source = plain[-1], plain[0]
             if target.endswith("/"):
