@@ -271,7 +271,7 @@ def _write_target(program: str, words: List[str]) -> List[Tuple[str, str]]:
             plain = [word for word in plain if word != directory][-1:] + [directory.rstrip("/") + "/"] if directory \
                 else []
         if len(plain) >= 2 or program == "install" and plain:
-            target, source = plain[-1], plain[0]
+            target, source = plain[-1], plain[-2:][0]  # the source next to it: "-m 755" is no source
             if target.endswith("/"):
                 target += basename(source)
             found.append((target, "replaced " if program == "mv" else "wrote "))
