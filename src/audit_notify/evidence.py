@@ -87,6 +87,7 @@ _WRAPPER_VALUES = {"sudo": "uUgpChrTD", "doas": "uC", "timeout": "sk", "nice": "
                    "runuser": "ugl", "su": "gGs", "chrt": "", "taskset": "", "xargs": "aEdILnPs", "stdbuf": "ioe"}
 MAX_TEXT = 8192  # a command line longer than this is read only this far
 MAX_DEPTH = 4    # sh -c 'sh -c "..."': how deep to look
+FEEDERS = 4      # commands ahead of a shell in its pipeline read for what feeds it (a|sh|sh|... stays linear)
 
 
 def _tokens(text: str) -> List[str]:
@@ -482,7 +483,7 @@ def _piped_into(simple: Simple, before: List[Simple]) -> Optional[Finding]:
     (``before``: the commands ahead of it in its pipeline)."""
     if len(simple.words) > 1 and not all(word.startswith("-") for word in simple.words[1:]):
         return None
-    for earlier in before:
+    for earlier in before[-FEEDERS:]:
         words, script = _unwrap(earlier.words)
         if script is not None:  # sudo's cmd lost the quotes: "sh -c curl -s URL | sh"
             after = earlier.words.index(script) + 1 if script in earlier.words else len(earlier.words)
