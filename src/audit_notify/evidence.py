@@ -90,7 +90,18 @@ MAX_DEPTH = 4    # sh -c 'sh -c "..."': how deep to look
 FEEDERS = 4      # commands ahead of a shell in its pipeline read for what feeds it (a|sh|sh|... stays linear)
 
 
+# Operator characters quoted or escaped are a word's letters ("grep '>' f"
+# redirects nothing), but the lexer gives a quoted ">" as it gives an
+# operator: they are hidden from it as private-use characters, and given
+# back in the words and targets.
+_QUOTED = re.compile(r"\\." r"|'[^']*'" r'|"(?:[^"\\]|\\.)*"', re.S)  # \x, 'single', "double"
+_HIDE = str.maketrans(";&|<>()", "\ue000\ue001\ue002\ue003\ue004\ue005\ue006")
+_SHOW = {hidden: shown for shown, hidden in _HIDE.items()}
+
+
 def _tokens(text: str) -> List[str]:
+    if "'" in text or '"' in text or "\\" in text:
+        text = _QUOTED.sub(lambda quoted: quoted.group().translate(_HIDE), text)
     lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|<>()")
     lexer.whitespace_split = True
     lexer.commenters = ""
@@ -131,12 +142,12 @@ def pipelines(text: str) -> List[List[Simple]]:
             target = tokens[i + 1] if i + 1 < len(tokens) else ""
             if target == "&" and i + 2 < len(tokens):  # ">" "&" "1" as the lexer may cut it
                 target, i = "&" + tokens[i + 2], i + 1
-            redirects.append((operator, target))
+            redirects.append((operator, target.translate(_SHOW)))
             i += 1
         elif "=" in token and not words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", token):
             pass  # VAR=value before the command
         else:
-            words.append(token)
+            words.append(token.translate(_SHOW))
         i += 1
     if words or redirects:
         pipeline.append(Simple(words, redirects))
