@@ -429,10 +429,11 @@ def _mode(program: str, words: List[str]) -> Optional[Finding]:
 
 def _runs_temp(program: str, words: List[str]) -> Optional[Finding]:
     """sh /tmp/x.sh, python3 /dev/shm/y: the interpreter is a system
-    program, the code is not."""
+    program, the code is not; sudo /tmp/x (sudo's cmd) runs it itself."""
     if program not in SHELLS and not program.startswith(tuple(_INTERPRETERS)):
-        return None
-    script = next((word for word in words[1:] if not word.startswith("-")), "")
+        script = words[0]
+    else:
+        script = next((word for word in words[1:] if not word.startswith("-")), "")
     if script.startswith(_places().TEMP_PLACES):
         return _finding(CRITICAL, "program run from a temporary place", "ran ", script, " (a temporary place)")
     return None
