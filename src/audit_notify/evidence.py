@@ -99,9 +99,17 @@ _HIDE = str.maketrans(";&|<>()", "\ue000\ue001\ue002\ue003\ue004\ue005\ue006")
 _SHOW = {hidden: shown for shown, hidden in _HIDE.items()}
 
 
+# "2>/dev/null": the lexer cuts the descriptor from its operator into a word
+# of the command ("cp x /etc/cron.d/y 2" copied to "2"); which descriptor
+# is redirected does not matter here, so it goes.
+_DESCRIPTOR = re.compile(r"(^|[\s;&|()])\d+(?=[<>])")
+
+
 def _tokens(text: str) -> List[str]:
     if "'" in text or '"' in text or "\\" in text:
         text = _QUOTED.sub(lambda quoted: quoted.group().translate(_HIDE), text)
+    if ">" in text or "<" in text:
+        text = _DESCRIPTOR.sub(r"\1", text)
     lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|<>()")
     lexer.whitespace_split = True
     lexer.commenters = ""
