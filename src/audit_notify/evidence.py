@@ -206,14 +206,16 @@ def _unwrap(words: List[str]) -> Tuple[List[str], Optional[str]]:
 
 
 def _dash_c(words: List[str]) -> Optional[str]:
-    """The string after -c (or -lc, -ic, --command=) of a shell or su."""
+    """The string after -c (or -lc, -ic, --command=) of a shell or su (whose
+    options may follow the user: su - bob -c CMD)."""
+    anywhere = basename(words[0]) in ("su", "runuser")
     for i, word in enumerate(words[1:], 1):
         if word.startswith("--command="):
             return word.split("=", 1)[1]
         if word in ("-c", "--command") or (word.startswith("-") and not word.startswith("--") and "c" in word[1:]
                                            and word[1:].isalpha()):
             return words[i + 1] if i + 1 < len(words) else ""
-        if not word.startswith("-"):
+        if not word.startswith("-") and not anywhere:
             return None
     return None
 
