@@ -87,9 +87,29 @@ _WRAPPER_VALUES = {"sudo": "uUgpChrTD", "doas": "uC", "timeout": "sk", "nice": "
                    "runuser": "ugl", "su": "gGs", "chrt": "", "taskset": "", "xargs": "aEdILnPs", "stdbuf": "ioe"}
 MAX_TEXT = 8192  # a command line longer than this is read only this far
 MAX_DEPTH = 4    # sh -c 'sh -c "..."': how deep to look
+FEEDERS = 4      # commands ahead of a shell in its pipeline read for what feeds it (a|sh|sh|... stays linear)
+
+
+# Operator characters quoted or escaped are a word's letters ("grep '>' f"
+# redirects nothing), but the lexer gives a quoted ">" as it gives an
+# operator: they are hidden from it as private-use characters, and given
+# back in the words and targets.
+_QUOTED = re.compile(r"\\." r"|'[^']*'" r'|"(?:[^"\\]|\\.)*"', re.S)  # \x, 'single', "double"
+_HIDE = str.maketrans(";&|<>()", "\ue000\ue001\ue002\ue003\ue004\ue005\ue006")
+_SHOW = {hidden: shown for shown, hidden in _HIDE.items()}
+
+
+# "2>/dev/null": the lexer cuts the descriptor from its operator into a word
+# of the command ("cp x /etc/cron.d/y 2" copied to "2"); which descriptor
+# is redirected does not matter here, so it goes.
+_DESCRIPTOR = re.compile(r"(^|[\s;&|()])\d+(?=[<>])")
 
 
 def _tokens(text: str) -> List[str]:
+    if "'" in text or '"' in text or "\\" in text:
+        text = _QUOTED.sub(lambda quoted: quoted.group().translate(_HIDE), text)
+    if ">" in text or "<" in text:
+        text = _DESCRIPTOR.sub(r"\1", text)
     lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|<>()")
     lexer.whitespace_split = True
     lexer.commenters = ""
@@ -130,12 +150,12 @@ def pipelines(text: str) -> List[List[Simple]]:
             target = tokens[i + 1] if i + 1 < len(tokens) else ""
             if target == "&" and i + 2 < len(tokens):  # ">" "&" "1" as the lexer may cut it
                 target, i = "&" + tokens[i + 2], i + 1
-            redirects.append((operator, target))
+            redirects.append((operator, target.translate(_SHOW)))
             i += 1
         elif "=" in token and not words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", token):
             pass  # VAR=value before the command
         else:
-            words.append(token)
+            words.append(token.translate(_SHOW))
         i += 1
     if words or redirects:
         pipeline.append(Simple(words, redirects))
@@ -186,14 +206,16 @@ def _unwrap(words: List[str]) -> Tuple[List[str], Optional[str]]:
 
 
 def _dash_c(words: List[str]) -> Optional[str]:
-    """The string after -c (or -lc, -ic, --command=) of a shell or su."""
+    """The string after -c (or -lc, -ic, --command=) of a shell or su (whose
+    options may follow the user: su - bob -c CMD)."""
+    anywhere = basename(words[0]) in ("su", "runuser")
     for i, word in enumerate(words[1:], 1):
         if word.startswith("--command="):
             return word.split("=", 1)[1]
         if word in ("-c", "--command") or (word.startswith("-") and not word.startswith("--") and "c" in word[1:]
                                            and word[1:].isalpha()):
             return words[i + 1] if i + 1 < len(words) else ""
-        if not word.startswith("-"):
+        if not word.startswith("-") and not anywhere:
             return None
     return None
 
@@ -250,6 +272,7 @@ _TRAIL = (("/var/log/wtmp", "login records"), ("/var/log/btmp", "login records")
           ("/var/log/audit/", "audit trail"), ("/var/log/messages*", "system log"),
           ("/var/log/syslog*", "system log"), ("/var/log/journal/", "system log"))
 _SETID_SYMBOLIC = re.compile(r"^[ugoa]*[+=][rwxXt]*s")
+_OCTAL_MODE = re.compile(r"0?[0-7]{1,4}\Z")  # 4755, 04755, 3775 (setuid is 0o4000, setgid 0o2000)
 
 
 def _paths(words: List[str]) -> List[str]:
@@ -264,11 +287,13 @@ def _write_target(program: str, words: List[str]) -> List[Tuple[str, str]]:
         found += [(word, "wrote ") for word in args if not word.startswith("-")]
     elif program in _WRITERS_LAST:
         plain = [word for word in args if not word.startswith("-")]
-        if program in ("cp", "mv", "install", "ln") and "-t" in args:
+        if program in ("cp", "mv", "install", "ln") and "-t" in args:  # -t DIR: into DIR, whatever comes last
             at = args.index("-t")
-            plain = [args[at + 1]] if at + 1 < len(args) else []
+            directory = args[at + 1] if at + 1 < len(args) else ""
+            plain = [word for word in plain if word != directory][-1:] + [directory.rstrip("/") + "/"] if directory \
+                else []
         if len(plain) >= 2 or program == "install" and plain:
-            target, source = plain[-1], plain[0]
+            target, source = plain[-1], plain[-2:][0]  # the source next to it: "-m 755" is no source
             if target.endswith("/"):
                 target += basename(source)
             found.append((target, "replaced " if program == "mv" else "wrote "))
@@ -403,7 +428,7 @@ def _mode(program: str, words: List[str]) -> Optional[Finding]:
     args = [word for word in words[1:] if not word.startswith("-") or _SETID_SYMBOLIC.match(word[1:] or "x")]
     if program == "chmod" and len(args) >= 2:
         mode = args[0]
-        setid = (mode.isdigit() and len(mode) == 4 and mode[0] in "2467") or bool(
+        setid = bool(_OCTAL_MODE.match(mode) and int(mode, 8) & 0o6000) or bool(
             any(_SETID_SYMBOLIC.match(part) for part in mode.split(",")))
         if setid:
             return _finding(CRITICAL, "setuid bit set", "set a setuid/setgid bit on ", args[-1], "")
@@ -414,10 +439,11 @@ def _mode(program: str, words: List[str]) -> Optional[Finding]:
 
 def _runs_temp(program: str, words: List[str]) -> Optional[Finding]:
     """sh /tmp/x.sh, python3 /dev/shm/y: the interpreter is a system
-    program, the code is not."""
+    program, the code is not; sudo /tmp/x (sudo's cmd) runs it itself."""
     if program not in SHELLS and not program.startswith(tuple(_INTERPRETERS)):
-        return None
-    script = next((word for word in words[1:] if not word.startswith("-")), "")
+        script = words[0]
+    else:
+        script = next((word for word in words[1:] if not word.startswith("-")), "")
     if script.startswith(_places().TEMP_PLACES):
         return _finding(CRITICAL, "program run from a temporary place", "ran ", script, " (a temporary place)")
     return None
@@ -479,7 +505,7 @@ def _piped_into(simple: Simple, before: List[Simple]) -> Optional[Finding]:
     (``before``: the commands ahead of it in its pipeline)."""
     if len(simple.words) > 1 and not all(word.startswith("-") for word in simple.words[1:]):
         return None
-    for earlier in before:
+    for earlier in before[-FEEDERS:]:
         words, script = _unwrap(earlier.words)
         if script is not None:  # sudo's cmd lost the quotes: "sh -c curl -s URL | sh"
             after = earlier.words.index(script) + 1 if script in earlier.words else len(earlier.words)
