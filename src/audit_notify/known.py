@@ -52,6 +52,11 @@ class Known:
 
     def _open(self, path: str, writable: bool):
         uri = "file:%s?mode=%s" % (path, "rwc" if writable else "ro")
+        if not writable and not os.path.exists(path + "-wal"):
+            # A reader of a WAL database creates its -wal and -shm files (a
+            # dry run as root would leave them, root's, in the plugin's
+            # state directory); with no -wal there is nothing in one to read.
+            uri += "&immutable=1"
         db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         if writable:
             db.execute("PRAGMA journal_mode=WAL")
