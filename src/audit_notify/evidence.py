@@ -87,6 +87,7 @@ _WRAPPER_VALUES = {"sudo": "uUgpChrTD", "doas": "uC", "timeout": "sk", "nice": "
                    "runuser": "ugl", "su": "gGs", "chrt": "", "taskset": "", "xargs": "aEdILnPs", "stdbuf": "ioe"}
 MAX_TEXT = 8192  # a command line longer than this is read only this far
 MAX_DEPTH = 4    # sh -c 'sh -c "..."': how deep to look
+MAX_WORDS = 1024  # an argv is read this far (a command line of 100,000 paths says no more than its first)
 FEEDERS = 4      # commands ahead of a shell in its pipeline read for what feeds it (a|sh|sh|... stays linear)
 
 
@@ -223,7 +224,7 @@ def _dash_c(words: List[str]) -> Optional[str]:
 def commands(words: List[str], depth: int = 0) -> Iterator[Tuple[Simple, List[Simple]]]:
     """Every simple command an argv runs, each with its pipeline up to it, looking
     through wrappers and the strings shells run with -c."""
-    words, script = _unwrap(words)
+    words, script = _unwrap(words[:MAX_WORDS])
     if script is not None:
         if depth < MAX_DEPTH:
             yield from commands_of_text(script, depth + 1)
@@ -341,7 +342,8 @@ def _network(target: str) -> Finding:
     """/dev/tcp/HOST/PORT: bash's own network redirection."""
     parts = target.split("/")
     where = "%s:%s" % (parts[3], parts[4]) if len(parts) > 4 else target
-    return _finding(CRITICAL, "shell wired to the network", "wired a shell to ", where, " (/dev/tcp)")
+    return _finding(CRITICAL, "shell wired to the network", "wired a shell to ", where, " (/dev/%s)" % (
+        parts[2] if len(parts) > 2 else "tcp"))
 
 
 def _url_host(words: List[str]) -> str:
@@ -449,14 +451,25 @@ def _runs_temp(program: str, words: List[str]) -> Optional[Finding]:
     return None
 
 
-def _netcat(program: str, words: List[str]) -> Optional[Finding]:
+def _netcat(program: str, simple: Simple, fed: bool) -> Optional[Finding]:
+    """nc -e /bin/sh HOST PORT; and nc HOST PORT sending a file ("< file")
+    or what a pipe feeds it ("tar c /etc | nc HOST PORT"): an upload."""
     if program not in _NETCATS:
         return None
+    words = simple.words
     args = words[1:]
     if any(word in ("-e", "-c", "--exec", "--sh-exec") or word.startswith(("EXEC:", "exec:", "SYSTEM:")) for word in
            args):
         return _finding(CRITICAL, "shell wired to the network", "wired a shell to the network (", " ".join(words),
                         ")")
+    listening = any(word.startswith("-") and "l" in word[1:] and not word.startswith("--") for word in args)
+    plain = [word for word in args if not word.startswith("-")]
+    sent = next((target for operator, target in simple.redirects if operator == "<"), "")
+    if not listening and len(plain) >= 2 and (sent or fed):
+        where = "%s:%s" % (plain[-2], plain[-1])
+        if sent:
+            return _finding(CRITICAL, "file uploaded", "uploaded ", sent, " to ", where)
+        return _finding(CRITICAL, "file uploaded", "uploaded what a pipe fed it to ", where)
     return None
 
 
@@ -485,7 +498,7 @@ def judge_simple(simple: Simple, pipeline: List[Simple], actor: str = "") -> Opt
             found = _trail(path)
             if found:
                 return found
-    found = _mode(program, words) or _firewall(program, words) or _netcat(program, words) or \
+    found = _mode(program, words) or _firewall(program, words) or _netcat(program, simple, len(pipeline) > 1) or \
         _runs_temp(program, words)
     if found:
         return found
