@@ -274,7 +274,8 @@ def _flood(nodes, count, start=1800000000.0):
     """count identical watched-file events from each node, interleaved, each
     from a process of its own (a script run again and again), the nodes'
     records sharing time stamps and serials (two hosts' serials do collide:
-    the counters are per kernel)."""
+    the counters are per kernel).  Writes into /etc/cron.d, critical: alike
+    warnings after the first would be routine (known.py), never counted."""
     lines = []
     for i in range(count):
         stamp = "%.3f:%d" % (start + i * 0.01, 5000 + i)
@@ -286,7 +287,7 @@ def _flood(nodes, count, start=1800000000.0):
         for node in nodes:
             lines.append('node=%s type=CWD msg=audit(%s): cwd="/root"' % (node, stamp))
             lines.append(
-                'node=%s type=PATH msg=audit(%s): item=0 name="/etc/an-flood" inode=42 dev=fe:00 mode=0100644 '
+                'node=%s type=PATH msg=audit(%s): item=0 name="/etc/cron.d/an-flood" inode=42 dev=fe:00 mode=0100644 '
                 'ouid=0 ogid=0 rdev=00:00 nametype=NORMAL cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0 cap_frootid=0'
                 % (node, stamp))
     return ("\n".join(lines) + "\n").encode()
@@ -300,13 +301,14 @@ def test_a_flood_from_two_hosts_gives_one_repeat_count_per_host(tmp_path):
     assert plugin.returncode == 0, err
     shown = rig.messages()
     for node in nodes:
-        head = "Watched file opened for writing: /etc/an-flood by root via /usr/bin/dash (rule an-flood) on %s" % node
-        alone = [b for b in shown if b.split("\n")[0] == "⚠️ " + head]
-        counts = [b for b in shown if b.startswith("⚠️ 🔁 ") and head in b]
+        head = "%s: Watched file opened for writing: /etc/cron.d/an-flood by root via /usr/bin/dash (rule an-flood)" \
+            % node
+        alone = [b for b in shown if b.split("\n")[0] == "🚨 " + head]
+        counts = [b for b in shown if b.startswith("🚨 🔁 ") and head in b]
         assert len(alone) == 3, shown
         # One count per host, edited as it climbed; what the room shows last
         # is the whole flood.
-        assert counts == ["⚠️ 🔁 497 more times: %s\n08:00:00–08:00:04 UTC, quiet again" % head], shown
+        assert counts == ["🚨 🔁 497 more times: %s\n08:00:00–08:00:04 UTC, quiet again" % head], shown
     assert len(shown) == 8, shown
     exit_line = [line for line in rig.log_text().splitlines() if "exiting:" in line][-1]
     # Records of the two hosts with equal time stamps and serials were not
