@@ -314,10 +314,14 @@ KINDS: Tuple[Tuple[str, str], ...] = (
 )
 _KIND_PATTERNS = tuple((kind, re.compile(pattern)) for kind, pattern in KINDS)
 _MARKER = re.compile(r"^(🚨|⚠️|ℹ️)(❌)?\s*(🔁\s*)?")
+# The host comes first ("web1: ", format.on_host), then "new: " for an
+# action of a shape the host had not seen (known.py).
+_HOST = re.compile(r"^(“[^”]*”|\S+?): (new: )?")
 
 
 def headline_text(body: str) -> str:
-    return _MARKER.sub("", body.split("\n", 1)[0])
+    """A headline without its marks, host and "new:": what it says happened."""
+    return _HOST.sub("", _MARKER.sub("", body.split("\n", 1)[0]), count=1)
 
 
 def kind_of(body: str) -> Optional[str]:

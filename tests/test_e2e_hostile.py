@@ -562,8 +562,8 @@ def test_vector(run, vector):
     assert facts.tags.count("code") == len(facts.code), "%s: unbalanced <code>" % where
 
     headline = body.split("\n")[0]
-    prefix = "\u26a0\ufe0f\u274c Failed SSH authentication for "
-    suffix = " from %s on %s" % (PEER, NODE)
+    prefix = "\u26a0\ufe0f\u274c %s: Failed SSH authentication for " % NODE
+    suffix = " from %s" % PEER
     assert headline.startswith(prefix) and headline.endswith(suffix), where
     if vector.shown is None:
         return
@@ -575,9 +575,11 @@ def test_vector(run, vector):
     plain = vector.shown if bare else "\u201c%s\u201d" % vector.shown
     assert headline == prefix + plain + suffix, where
     escaped = html.escape(vector.shown)
-    assert formatted.startswith("\u26a0\ufe0f\u274c <b>Failed SSH authentication for <code>%s</code> from "
-                                "<code>%s</code> on <code>%s</code></b>" % (escaped, PEER, html.escape(NODE))), where
-    assert facts.code[0] == vector.shown and vector.shown in facts.text, "%s: code texts %r" % (where, facts.code)
+    assert formatted.startswith("\u26a0\ufe0f\u274c <b><code>%s</code>: Failed SSH authentication for <code>%s</code> "
+                                "from <code>%s</code></b>" % (html.escape(NODE), escaped, PEER)), where
+    # The host is the first <code> (it comes first), the name the second.
+    assert facts.code[:2] == [NODE, vector.shown] and vector.shown in facts.text, \
+        "%s: code texts %r" % (where, facts.code)
     users = [line for line in body.split("\n") if line.startswith("user: ")]
     assert users in ([], ["user: " + plain]), where
     html_users = [line for line in formatted.split("<br>\n") if line.startswith("user: ")]

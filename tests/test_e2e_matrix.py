@@ -69,10 +69,11 @@ def test_notifications_arrive_encrypted_readable_and_inert(world, tmp_path):
         assert "<" not in message["body"]
     headlines = [m["body"].split("\n")[0] for m in messages]
     node = os.uname().nodename
-    assert "⚠️❌ Failed SSH login for root and a user unknown here from 173.242.116.187 (2 tries) on %s" % node \
+    assert "⚠️❌ %s: Failed SSH login for root and a user unknown here from 173.242.116.187 (2 tries)" % node \
         in headlines
     html = [m["formatted_body"] for m in messages if "173.242.116.187" in m["body"]][0]
-    assert "<b>Failed SSH login for <code>root</code> and a user unknown here from <code>173.242.116.187</code>" in html
+    assert ("<b><code>%s</code>: Failed SSH login for <code>root</code> and a user unknown here from "
+            "<code>173.242.116.187</code>" % node) in html
     # Every record's event is in exactly one message.
     serials = [serial for m in messages for serial in re.findall(r"#(\d+)", m["body"].split("\n")[-1])]
     assert len(serials) == len(set(serials)) == 11

@@ -25,18 +25,19 @@ def _headline(notification):
 def test_failed_ssh_login_reads_clearly():
     n = _first(("fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh"),
                lambda e: e.get("type") == "USER_LOGIN" and e.get("acct") == "root")
-    assert _headline(n) == "⚠️❌ Failed SSH login for root from 173.242.116.187 on web1"
-    assert "<b>Failed SSH login for <code>root</code> from <code>173.242.116.187</code> on <code>web1</code></b>" in n.html
+    assert _headline(n) == "⚠️❌ web1: Failed SSH login for root from 173.242.116.187"
+    assert "<b><code>web1</code>: Failed SSH login for <code>root</code> from <code>173.242.116.187</code></b>" \
+        in n.html
 
 
 def test_successful_ssh_login_reads_clearly():
     n = _first(("linux-audit-parser-rs", "src", "testdata", "line-user-login.txt"))
-    assert _headline(n) == "⚠️ SSH login for ec2-user from 10.10.10.10 (other-host.invalid) on web1"
+    assert _headline(n) == "⚠️ web1: SSH login for ec2-user from 10.10.10.10 (other-host.invalid)"
 
 
 def test_sudo_command_is_decoded():
     n = _first(("go-libaudit", "auparse", "testdata", "audit-rhel7.log"), lambda e: e.get("type") == "USER_CMD")
-    assert re.match(r"⚠️ sudo: \S+ ran “./metricbeat -c mb.dev.yml” as \S+ on web1$", _headline(n)), _headline(n)
+    assert re.match(r"⚠️ web1: sudo: \S+ ran “./metricbeat -c mb.dev.yml” as \S+$", _headline(n)), _headline(n)
     assert "directory: /home/andrew_kroh" in n.body
 
 
@@ -49,32 +50,32 @@ def test_watched_file_change_names_path_and_rule_key():
 def test_executed_command_shows_the_command_line():
     n = _first(("laurel", "src", "testdata", "record-perl-reverse-shell.txt"))
     # No rule key, nothing written: on its own a command is routine (info).
-    assert _headline(n).startswith("ℹ️ Command: “perl -e 'use Socket;")
+    assert _headline(n).startswith("ℹ️ web1: Command: “perl -e 'use Socket;")
     assert "by user as root" in _headline(n)
     assert "command: “perl -e 'use Socket;$i=\"10.0.0.1\"" in n.body
 
 
 def test_user_and_group_management():
     assert _headline(_first(("linux-audit-parser-rs", "src", "testdata", "line-del-group.txt"))) == \
-        "🚨 Group deleted: nfsnobody by root on web1"
+        "🚨 web1: Group deleted: nfsnobody by root"
     assert _headline(_first(("linux-audit-parser-rs", "src", "testdata", "line-add-group.txt"))).startswith(
-        "🚨 Group added: gitlab-runner")
+        "🚨 web1: Group added: gitlab-runner")
     assert "User added" in _headline(_first(("linux-audit-parser-rs", "src", "testdata", "line-add-user.txt")))
 
 
 def test_selinux_and_apparmor_denials():
     avc = _first(("linux-audit-parser-rs", "src", "testdata", "line-avc-denied.txt"))
-    assert _headline(avc).startswith("⚠️❌ SELinux denied ")
+    assert _headline(avc).startswith("⚠️❌ web1: SELinux denied ")
     apparmor = _first(("go-libaudit", "auparse", "testdata", "audit-ubuntu16.log"), lambda e: e.get("apparmor"))
-    assert _headline(apparmor) == "⚠️❌ AppArmor denied metricbeat: ptrace (profile docker-default) on web1"
+    assert _headline(apparmor) == "⚠️❌ web1: AppArmor denied metricbeat: ptrace (profile docker-default)"
 
 
 def test_audit_configuration_change():
     n = _first(("selinux", "python", "sepolgen", "tests", "test_data", "audit.log"),
                lambda e: e.get("type") == "CONFIG_CHANGE")
-    assert "Audit rules changed by system on web1" in _headline(n)
+    assert _headline(n) == "⚠️ web1: Audit rules changed by system"
     assert _headline(_first(("linux-audit-parser-rs", "src", "testdata", "line-daemon-start.txt"))).startswith(
-        "⚠️ auditd started")
+        "⚠️ web1: auditd started")
 
 
 def test_every_corpus_event_formats_within_limits():

@@ -24,6 +24,7 @@ whose ``msg=audit(...)`` stamp does not parse ("malformed input skipped").
 
 import random
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -45,8 +46,10 @@ LAUREL = ("laurel", "src", "testdata")
 PARSER_RS = ("linux-audit-parser-rs", "src", "testdata")
 BROKEN = ("line-broken-avc-info.txt", "line-broken-subj1.txt", "line-broken-subj2.txt")
 
-# The known good event: an SSH login, one ENRICHED USER_LOGIN record.
-GOOD_HEADLINE = "⚠️ SSH login for ec2-user from 10.10.10.10 (other-host.invalid)"
+# The known good event: an SSH login, one ENRICHED USER_LOGIN record, with
+# no node= (this host's name comes first in its headline).
+HOST = socket.gethostname()
+GOOD_HEADLINE = "⚠️ %s: SSH login for ec2-user from 10.10.10.10 (other-host.invalid)" % HOST
 
 COULD_NOT_READ = "could not read an audit event"
 NO_STAMP = "malformed input skipped: a record without type= and msg=audit(...)"
@@ -242,7 +245,7 @@ def test_nul_inside_records_cuts_the_record_there(tmp_path):
     assert "\0" not in body
     assert "event: SYSCALL EXECVE CWD PATH PROCTITLE #15558 " in body  # the cut PATH is gone
     headline = body.split("\n")[0]
-    assert headline.startswith("ℹ️ Command: ") and "whoami" not in headline  # a0 ends at the NUL
+    assert headline.startswith("ℹ️ work: Command: ") and "whoami" not in headline  # a0 ends at the NUL
 
 
 def test_a_one_mib_line_of_garbage(tmp_path):
@@ -477,22 +480,22 @@ def test_node_prefixes_with_garbage(tmp_path, kind):
         return
     body = body_of(outcome, 15558)
     assert "event: SYSCALL EXECVE CWD PATH PATH PROCTITLE #15558 " in body
-    headline = body.split("\n")[0]
+    mark, headline = body.split("\n")[0].split(" ", 1)  # the node first, after the mark
     if kind == "not utf-8":
-        assert headline.endswith(" on \\xff\\xfe\\x80")
+        assert headline.startswith("\\xff\\xfe\\x80: Command: ")
     if kind == "250 bytes":
         cap = HEADLINE_VALUE_CHARS
-        assert headline.endswith(" on “" + "n" * cap + "… (%d more characters)”" % (250 - cap))
+        assert headline.startswith("“" + "n" * cap + "… (%d more characters)”: Command: " % (250 - cap))
     if kind == "alone":
-        assert headline.endswith(" on vm")
+        assert headline.startswith("%s: Command: " % HOST)
 
 
 HOSTILE_NODE = "@room<b>\u202eevil\u200b"
 
 
-# Three headline shapes.  Until Line marked values with V, the node appended
-# after a headline with an odd number of parts (the last two here) was
-# taken for our own words: it reached body and HTML raw.
+# Three headline shapes.  Until Line marked values with V, the node put
+# with a headline of an odd number of parts (the last two here) was taken
+# for our own words: it reached body and HTML raw.
 @pytest.mark.parametrize("source", [
     (LAUREL, "record-execve.txt"),             # "Command: ... by ..."
     (PARSER_RS, "line-daemon-start.txt"),      # "auditd started: start"
@@ -508,8 +511,8 @@ def test_a_hostile_node_name_is_escaped_in_every_headline(tmp_path, source):
     hostile = [b for b in outcome.bodies if GOOD_HEADLINE not in b]
     assert hostile
     for body in hostile:
-        headline = body.split("\n")[0]
-        assert headline.endswith(" on “＠room<b>\\u202eevil\\u200b”"), headline
+        mark, headline = body.split("\n")[0].split(" ", 1)  # the node first, after the mark
+        assert headline.startswith("“＠room<b>\\u202eevil\\u200b”: "), headline
         assert "@" not in body and "\u202e" not in body and "\u200b" not in body
 
 

@@ -17,6 +17,7 @@ from rig import SCRIPT, WAIT, Rig
 from audit_notify.sender import SENDER_SLOTS
 
 SSH = ("fail2ban", "fail2ban", "tests", "files", "logs", "selinux-ssh")
+HOST = socket.gethostname()  # the node a record without node= comes from: first in every headline
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def test_dry_run_prints_one_message_per_action():
                          timeout=WAIT)
     assert out.returncode == 0, out.stderr
     headlines = [block.split("\n")[0] for block in out.stdout.strip().split("\n\n")]
-    failed = [h for h in headlines if h.startswith("⚠️❌ Failed SSH login for ")]
+    failed = [h for h in headlines if h.startswith("⚠️❌ %s: Failed SSH login for " % HOST)]
     assert failed and len(failed) == len(headlines) < 11
     # One per source, or more where a source came back days later.
     assert len({re.search(r" from (\S+)", h).group(1) for h in failed}) == 5
@@ -45,7 +46,7 @@ def test_dry_run_one_message_per_event_when_asked(tmp_path):
                          capture_output=True, text=True, timeout=WAIT)
     headlines = [block.split("\n")[0] for block in out.stdout.strip().split("\n\n")]
     assert len(headlines) == 11
-    assert sum(h.startswith("⚠️❌ Failed SSH login") for h in headlines) == 6
+    assert sum(h.startswith("⚠️❌ %s: Failed SSH login" % HOST) for h in headlines) == 6
 
 
 def test_dry_run_json_lines(tmp_path):
@@ -93,7 +94,7 @@ def test_sends_each_event_once_through_one_matrix_commander_and_exits_0_at_eof(r
         assert call["home"] == "%s/state" % rig.dir
     assert len({c["argv"][-1] for c in calls}) == 1
     bodies = rig.bodies()
-    assert sum(b.startswith("⚠️❌ Failed SSH login for root from 173.242.116.187") for b in bodies) == 1
+    assert sum(b.startswith("⚠️❌ %s: Failed SSH login for root from 173.242.116.187" % HOST) for b in bodies) == 1
     line = _exit_line(rig)
     assert ("records=11 events=11 filtered=2 incidents=9 notified=9 digested=0 digests=0 routine=0 sent=9 retried=0 "
             "rate_limited=0 failed=0") in line

@@ -119,7 +119,7 @@ def test_a_slow_brute_force_is_three_messages_and_one_count_edited_as_it_climbs(
     counts = [n for n in notes if n.kind == "repeat"]
     assert len(alone) == 3 + 1 and "198.51.100.9" in alone[-1].body.split("\n")[0]
     assert len({n.key for n in counts}) == 1
-    assert counts[-1].body.startswith("⚠️ 🔁 197 more times: ❌ Failed SSH login for root from 203.0.113.7")
+    assert counts[-1].body.startswith("⚠️ 🔁 197 more times: ❌ testhost: Failed SSH login for root from 203.0.113.7")
     assert counts[-1].body.split("\n")[1].endswith("quiet again")
     assert counts[0].body.startswith("⚠️ 🔁 1 more time: ")
     # Attempts 30 s apart, longer than UPDATE_INTERVAL: each edits the
@@ -153,5 +153,6 @@ def test_a_fast_flood_edits_the_count_at_most_every_update_interval():
     assert len([n for n in notes if n.kind == "incident"]) == 3
     # 500 s of flood: a version at most every 10 s, plus the first and the last.
     assert 2 <= len(counts) <= 500 / UPDATE_INTERVAL + 2, len(counts)
-    assert counts[-1].body.startswith("🚨 🔁 997 more times: Watched file opened for writing: /etc/cron.d/an-flood")
+    assert counts[-1].body.startswith(
+        "🚨 🔁 997 more times: testhost: Watched file opened for writing: /etc/cron.d/an-flood")
     assert counters.digested == 997 and sum(notifier.accounted()) == 1000

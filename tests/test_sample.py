@@ -49,24 +49,32 @@ def test_messages_are_per_action_not_per_event_or_record():
 
 def test_an_ssh_login_is_one_message_with_or_without_a_terminal():
     found = headlines(_messages())
-    assert _one(r"⚠️ SSH login: anadmin from 127\.0\.0\.1 \(pts/0\), ended after \d+ s on vm", found)
-    assert _one(r"⚠️ SSH login: anuser from 127\.0\.0\.1 \(no terminal\).* on vm", found)
+    # Each is the first login of its shape (who, from where) this memory
+    # has seen (known.py): "new:".
+    assert _one(r"⚠️ vm: new: SSH login: anadmin from 127\.0\.0\.1 \(pts/0\), ended after \d+ s", found)
+    assert _one(r"⚠️ vm: new: SSH login: anuser from 127\.0\.0\.1 \(no terminal\).*", found)
     assert not any("session opened" in h or "credentials" in h for h in found)  # the PAM chain is folded
 
 
 def test_failed_ssh_logins_of_one_source_are_one_message_naming_the_accounts():
     found = headlines(_messages())
     failed = [h for h in found if "Failed SSH login" in h]
-    assert failed == [_one(r"⚠️❌ Failed SSH login for anuser, root, admin, oracle from 127\.0\.0\.1 \(\d+ tries\) on vm",
+    assert failed == [_one(r"⚠️❌ vm: Failed SSH login for anuser, root, admin, oracle from 127\.0\.0\.1 \(\d+ tries\)",
                             found)]
 
 
 def test_a_sudo_command_names_the_command_what_it_touched_and_where_the_user_came_from():
     found = headlines(_messages())
-    added = _one(r"🚨 anadmin ran sudo “/usr/sbin/useradd -m -s /bin/bash anvictim”%s → .* on vm" % FROM, found)
+    # What it did comes before where it came from; the headline is over
+    # format.HEADLINE_BUDGET, so its command line is cut in the middle (the
+    # body's "ran:" line has it whole).
+    added = _one(r"🚨 vm: anadmin ran sudo “/usr/sbin/useradd -m… /bin/bash anvictim” → .*%s" % FROM, found)
     assert "user added: " in added and "group added: anvictim" in added
-    assert _one(r"⚠️❌ sudo refused: anuser tried “/usr/bin/cat /etc/shadow”%s on vm" % FROM, found)
-    assert _one(r"🚨 anadmin ran sudo “/usr/sbin/usermod -aG sudo anvictim”%s → group membership changed: anvictim.*"
+    [message] = [m for m in _messages() if m.body.startswith(added + "\n")]
+    assert "ran: “sudo -n /usr/sbin/useradd -m -s /bin/bash anvictim”" in message.body
+    # Trying to read the password hashes is critical, even refused (evidence.py).
+    assert _one(r"🚨❌ vm: sudo refused: anuser tried “/usr/bin/cat /etc/shadow”%s" % FROM, found)
+    assert _one(r"🚨 vm: anadmin ran sudo “/usr/sbin/usermod -aG sudo anvictim” → group membership changed: anvictim.*%s"
                 % FROM, found)
 
 
@@ -79,9 +87,10 @@ def test_a_critical_message_lists_the_commands_and_the_events_it_folds():
 
 def test_rules_loaded_and_deleted_in_bulk_are_one_message_each():
     found = headlines(_messages())
-    assert _one(r"⚠️ 9 audit rules loaded by root on vm", found)
-    assert _one(r"🚨 All 9 audit rules deleted by root on vm", found)
-    assert _one(r"🚨 auditd stopped: terminate on vm", found)
+    assert _one(r"⚠️ vm: new: 9 audit rules loaded by root", found)
+    # Its last version: the burst closed, the total is known.
+    assert _one(r"🚨 vm: All 9 audit rules deleted by root", found)
+    assert _one(r"🚨 vm: auditd stopped: terminate", found)
 
 
 def test_raw_sample_gives_the_same_messages_with_numeric_ids():
