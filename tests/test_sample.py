@@ -72,8 +72,9 @@ def test_a_sudo_command_names_the_command_what_it_touched_and_where_the_user_cam
     assert "user added: " in added and "group added: anvictim" in added
     [message] = [m for m in _messages() if m.body.startswith(added + "\n")]
     assert "ran: “sudo -n /usr/sbin/useradd -m -s /bin/bash anvictim”" in message.body
-    # Trying to read the password hashes is critical, even refused (evidence.py).
-    assert _one(r"🚨❌ vm: sudo refused: anuser tried “/usr/bin/cat /etc/shadow”%s" % FROM, found)
+    # Trying to read the password hashes, refused by sudo: an attempt, a
+    # warning (what sudo's argv asks is no deed, severity._by_command_line).
+    assert _one(r"⚠️❌ vm: sudo refused: anuser tried “/usr/bin/cat /etc/shadow”%s" % FROM, found)
     assert _one(r"🚨 vm: anadmin ran sudo “/usr/sbin/usermod -aG sudo anvictim” → group membership changed: anvictim.*%s"
                 % FROM, found)
 

@@ -108,6 +108,8 @@ class Notifier:
                 self.counters.digested += counted
             else:
                 self.counters.notified += counted
+        if incident.closed and "ops" in incident.facts:
+            incident.new_text = True  # a rules burst's message gives its total once it is over (phrases.rule_count)
         if incident.fate == "alone" and incident.new_text:
             note = format_incident(incident, self.mentions)
             # An edit only when the message reads differently: more events
