@@ -238,3 +238,55 @@ def test_a_read_only_ledger_reads_and_never_writes(ledger):
     with pytest.raises(sqlite3.OperationalError):
         readonly.clear()
     readonly.close()
+
+
+# -- behind the Notifier ----------------------------------------------------------
+
+def _notifier(mutes):
+    from audit_notify.counters import Counters
+    from audit_notify.config import Config
+    from audit_notify.notify import Notifier
+    from audit_notify.rules import RuleSet
+
+    notes = []
+    return Notifier(Config(digest_after=0), RuleSet(), notes.append, Counters(), mutes=mutes), notes
+
+
+def _critical(serial, when):
+    from records import syscall
+
+    return syscall("execve", exe="/usr/bin/dash", argv=("sh", "-c", "echo x >> /etc/sudoers"), uid="0",
+                   pid=4000 + serial, stamp="%.3f:%d" % (when, serial))
+
+
+def _feed(notifier, text, now):
+    from corpus import events_of
+
+    for event in events_of(text.encode()):
+        notifier.on_event(event)
+    notifier.due(now)
+
+
+def test_a_muted_shape_goes_into_the_routine_summary_and_the_first_after_says_so():
+    notifier, notes = _notifier(Mutes())
+    _feed(notifier, _critical(1, 1800000000.0), 1800000100.0)
+    [first] = [n for n in notes if n.kind == "incident"]
+    assert first.shape and first.severity == "critical"
+    notifier.mutes.add(make_mute(1, first.shape, since=1800000100.0, until=1800000500.0, severity="critical"))
+    _feed(notifier, _critical(2, 1800000200.0), 1800000300.0)
+    assert [n for n in notes if n.kind == "incident"] == [first]  # held back
+    notifier.close_all()
+    summary = [n for n in notes if n.kind == "routine"][-1]
+    assert "1 muted: " in summary.body and "(critical)" in summary.body and "1 time since" in summary.body
+    _feed(notifier, _critical(3, 1800000600.0), 1800000700.0)  # the mute is over
+    last = [n for n in notes if n.kind == "incident"][-1]
+    assert last is not first and "was muted by %s" % ALICE in last.body and "happened 1 time meanwhile" in last.body
+
+
+def test_audit_rules_deleted_has_no_shape_to_mute():
+    from records import config_change
+
+    notifier, notes = _notifier(Mutes())
+    _feed(notifier, config_change('op=remove_rule key="identity" list=4', stamp="1800000000.000:5"), 1800000100.0)
+    [alarm] = [n for n in notes if n.kind == "incident"]
+    assert alarm.severity == "critical" and alarm.shape == ""

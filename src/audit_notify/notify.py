@@ -126,7 +126,6 @@ class Notifier:
                 self.counters.digested += counted
             else:
                 self.counters.notified += counted
-            self._after.pop(incident.key, None)
         if incident.fate == "alone" and incident.new_text:
             note = replace(format_incident(incident, self.mentions), shape=_shape(incident))
             if incident.key in self._after:
@@ -137,6 +136,8 @@ class Notifier:
             if gist != incident.sent_gist:
                 incident.sent_gist = gist
                 self._send(note)
+        if incident.closed and self._after:
+            self._after.pop(incident.key, None)
 
     def _decide(self, incident: Incident):
         """Routine, a message of its own, or a count of repeats: decided once,
