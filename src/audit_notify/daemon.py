@@ -310,8 +310,8 @@ class Plugin:
                     return STOPPED if self.stopping else EOF
                 self.reader.feed(data)
             self._tick(fd in ready)
-            if answer_fds:
-                self._answers(ready)
+            if self.answering is not None and self.sender is not None:
+                self._answers(ready)  # reactions read, and the mutes' and re-announcements' times
             if self.sender is not None:
                 self.sender.step(ready)
         return STOPPED
