@@ -17,11 +17,13 @@ from fakes import Clock, FakeMatrixCommander
 from audit_notify.cli import UNEXPECTED, serve
 from audit_notify.config import Config
 from audit_notify.counters import Counters
+from audit_notify.answering import CHECK_INTERVAL, Answering
+from audit_notify.ledger import Ledger
 from audit_notify.daemon import EOF, GC_YOUNG, READ_ERROR, STATS_INTERVAL, STOPPED, TAKEOVER_INTERVAL, Plugin
 from audit_notify.reader import IDLE_TICK, import_auparse
 from audit_notify.rules import RuleSet, parse_rules
 from audit_notify.sender import Sender
-from audit_notify.spool import Printer, SendingRights, open_spool
+from audit_notify.spool import Printer, SendingRights, open_spool, spool_path
 
 SAMPLE = os.path.join(DATA, "debian12-sample.log")
 
@@ -41,7 +43,7 @@ class Loop:
     """A Plugin on a real spool in tmp_path, with everything it touches
     outside itself injected."""
 
-    def __init__(self, tmp_path, reads=None, **settings):
+    def __init__(self, tmp_path, reads=None, answering=False, **settings):
         self.dir = tmp_path
         (tmp_path / "state").mkdir(exist_ok=True)
         self.config = Config(matrix_commander="/nonexistent", credentials="c", store="s", room="#a:localhost",
@@ -57,7 +59,12 @@ class Loop:
         self._idled = False
         self.plugin = Plugin(self.config, RuleSet(), import_auparse(), self.spool, self.counters,
                              rights=self.rights, make_sender=self.make_sender, reload=self.reload,
-                             clock=self.clock, wall=self.clock, wait=self.wait, read=self.read, hostname="h")
+                             clock=self.clock, wall=self.clock, wait=self.wait, read=self.read, hostname="h",
+                             answering=self.answering if answering else None)
+
+    def answering(self, accept):
+        """The answer path without a room to read (nobody may answer)."""
+        return Answering(self.config, Ledger(spool_path(self.config)), None, accept, wall=self.clock)
 
     def make_sender(self, config):
         self.made.append(config)
@@ -277,3 +284,13 @@ def test_idle_plugin_blocks_until_the_hourly_report():
     assert timeouts == [STATS_INTERVAL, IDLE_TICK, 0]
     assert [n.fields["key"] for n in plugin.sink.sent] == ["k"]
     os.close(read_end)
+
+
+def test_an_idle_plugin_with_the_answer_path_but_no_room_to_read_sleeps(tmp_path):
+    """It looks at the mutes and re-announcements every CHECK_INTERVAL,
+    not in a busy loop (a first version spun: its check never ran
+    without a room to read)."""
+    loop = Loop(tmp_path, answering=True)
+    with pytest.raises(StopLoop):
+        loop.plugin.run(0)
+    assert loop.plugin.answering.next_due() >= loop.clock.now + CHECK_INTERVAL - 1

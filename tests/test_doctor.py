@@ -102,3 +102,13 @@ def test_auditd_settings_that_starve_the_plugin_are_named(tmp_path):
     assert said.startswith("warn auditd.conf: q_depth 500, overflow_action suspend, max_restarts 10")
     assert "q_depth = 8000" in said and "stops auditing" in said
     assert "FAIL auditd.conf: this host receives remote events (tcp_listen_port 60) but distribute_network" in said
+
+
+def test_the_doctor_says_when_nobody_can_answer_from_the_room(tmp_path):
+    doctor, out = _doctor(tmp_path)
+    doctor._answers(Config())
+    assert out.getvalue().startswith("warn answers: nobody can answer from the room")
+    doctor, out = _doctor(tmp_path)
+    doctor._answers(Config(mention=("@alice:example.org",), reannounce=0))
+    assert out.getvalue().startswith("ok   answers: @alice:example.org may acknowledge")
+    assert "no re-announcement" in out.getvalue()

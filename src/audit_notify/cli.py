@@ -18,15 +18,19 @@ import sys
 import time
 from typing import Iterable, List, Optional, Sequence
 
+from .answering import Answering
+from .answers import Mutes, clock_text, who_may_answer
 from .config import DEFAULT_CONFIG, Config, Error, load_config
 from .counters import Counters
 from .daemon import EOF, STOPPED, Plugin, install_signals
 from .kernel import open_kmsg
 from .known import Known, known_path
 from .kernel import status as kernel_status
+from .ledger import Ledger, ledger_path
 from .logs import setup_logging
 from .privileges import check_config_files, prepare
 from .reader import import_auparse
+from .room import RoomReader
 from .rules import load_ruleset
 from .sender import Sender
 from .spool import Printer, open_spool, spool_path, spool_status
@@ -53,7 +57,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="print the spool and counters of the running plugin, read-only")
     parser.add_argument("--state", metavar="DIR",
                         help="with --dry-run: start from what the plugin knows in DIR (its state_dir), "
-                             "read-only; without it a dry run learns from an empty memory")
+                             "read-only, and apply the mutes active in DIR/spool; without it a dry run learns "
+                             "from an empty memory and no mute applies")
     parser.add_argument("files", nargs="*", metavar="FILE", help="audit logs to read instead of stdin")
     args = parser.parse_args(argv)
     if args.json and not args.dry_run:
@@ -102,7 +107,66 @@ def print_status(config: Config, out) -> int:
     out.write("counters: %s\n" % " ".join("%s=%s" % item for item in counters.items()))
     for kind, count in sorted(problems.items()):
         out.write("problem: %s: %d\n" % (kind, count))
+    _list_mutes(_read_ledger(path), out)
     return 0
+
+
+def _read_ledger(path: str) -> Optional[Ledger]:
+    try:
+        return Ledger(path, readonly=True)
+    except sqlite3.Error:
+        return None
+
+
+def _list_mutes(ledger: Optional[Ledger], out) -> int:
+    """The mutes that last, one line each (--status, audit-notify mutes)."""
+    try:
+        mutes = ledger.listed() if ledger is not None else []
+    except sqlite3.Error:  # a spool from before answers existed
+        mutes = []
+    finally:
+        if ledger is not None:
+            ledger.close()
+    if not mutes:
+        out.write("mutes: none\n")
+    for mute in mutes:
+        out.write("mute %d: %s; by %s from %s until %s; %d held back\n" % (
+            mute.id, mute.label, mute.by, clock_text(mute.since), clock_text(mute.until), mute.count))
+    return len(mutes)
+
+
+def mutes_command(argv: List[str], out=sys.stdout) -> int:
+    """audit-notify mutes: what people muted from the room (a 🔕), and
+    --clear to end one or all from the shell (the plugin notices within
+    a quarter of a minute and edits the message)."""
+    parser = argparse.ArgumentParser(
+        prog="audit-notify mutes",
+        description="List the mutes set from the room (a 🔕 reaction), or end them.")
+    parser.add_argument("--config", metavar="FILE", help="config file (default %s)" % DEFAULT_CONFIG)
+    parser.add_argument("--clear", nargs="?", const="all", metavar="ID", help="end mute ID, or all of them")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        clear = None if args.clear in (None, "all") else int(args.clear)
+    except Error as exc:
+        sys.stderr.write("audit-notify: %s\n" % exc)
+        return 1
+    except ValueError:
+        parser.error("--clear takes a mute's number (see audit-notify mutes) or nothing")
+    path = ledger_path(config.spool_dir)
+    if not os.path.exists(path):
+        out.write("mutes: none (no spool at %s)\n" % path)
+        return 0
+    if args.clear is None:
+        _list_mutes(_read_ledger(path), out)
+        return 0
+    ledger = Ledger(path)
+    try:
+        ended = ledger.clear(clear)
+    finally:
+        ledger.close()
+    out.write("ended %d mute%s\n" % (ended, "" if ended == 1 else "s"))
+    return 0 if ended or clear is None else 1
 
 
 def _log_somewhere(args: argparse.Namespace):
@@ -146,8 +210,10 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
             fixed = prepare(config)
             sink, rights = open_spool(config)
             known = _open_known(known_path(config.state_dir), writable=True)
+            answering = _answering(config)
         if args.dry_run:  # never the live memory's file, unless asked, and then read-only
             known = _open_known(known_path(args.state), writable=False) if args.state else Known()
+            mutes = _dry_run_mutes(args.state)
     except Error as exc:
         sys.stderr.write("audit-notify: %s\n" % exc)
         _log_somewhere(args)
@@ -164,7 +230,8 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
         return Sender(current, sink, counters)
 
     plugin = Plugin(config, rules, auparse, sink, counters, rights=rights, make_sender=make_sender, reload=reload,
-                    hostname=socket.gethostname(), live=live, kmsg=kmsg, kernel_lost=kernel_lost, known=known)
+                    hostname=socket.gethostname(), live=live, kmsg=kmsg, kernel_lost=kernel_lost, known=known,
+                    mutes=mutes if args.dry_run else None, answering=None if args.dry_run else answering)
     if plugin.sender is not None:
         plugin.notifier.repeats.restore(sink.state("repeats"))
         plugin.announce_restart()
@@ -185,6 +252,36 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
     if not args.dry_run and config.user == "root":
         log.warning("running as root, and so does matrix-commander: set user = audit-notify (see README)")
     return serve(plugin, sink, counters, _open_inputs(args.files), wakeup[0])
+
+
+def _answering(config: Config):
+    """The answer path (answering.py) for the plugin: the room read for
+    reactions when someone may answer; re-announcements in any case."""
+    try:
+        ledger = Ledger(spool_path(config))
+    except sqlite3.Error as exc:
+        raise Error("cannot open the answers in %s: %s" % (spool_path(config), exc)) from None
+    reader = None
+    if who_may_answer(config.responders, config.mention):
+        reader = RoomReader(config.credentials, (config.room, config.critical_room or config.room,
+                                                 config.warning_room or config.room, config.routine_room or config.room))
+    return lambda accept: Answering(config, ledger, reader, accept)
+
+
+def _dry_run_mutes(state: Optional[str]) -> Optional[Mutes]:
+    """A dry run applies no mute, or with --state DIR those active in
+    DIR/spool (read-only)."""
+    path = ledger_path(os.path.join(state, "spool")) if state else ""
+    if not path or not os.path.exists(path):
+        return None
+    ledger = _read_ledger(path)
+    try:
+        return ledger.mutes() if ledger is not None else None
+    except sqlite3.Error:
+        return None
+    finally:
+        if ledger is not None:
+            ledger.close()
 
 
 def _open_known(path: str, writable: bool) -> Known:
@@ -280,6 +377,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _admin(argv)
     if argv and argv[0] == "known":
         return known_command(argv[1:])
+    if argv and argv[0] == "mutes":
+        return mutes_command(argv[1:])
     args = parse_args(argv)
     if args.check:
         from .doctor import Doctor

@@ -76,6 +76,10 @@ class Config:
     routine_room: str = ""
     heartbeat: str = "09:00"
     node_silence_minutes: float = 15.0
+    responders: Tuple[str, ...] = ()   # who may answer from the room (answers.py); empty: those in mention
+    mute: float = 8 * 3600.0           # seconds a 🔕 mutes a message's shape
+    reannounce: float = 15 * 60.0      # an unacknowledged critical is announced again after this (0: never)
+    reannounce_times: int = 2
     user: str = "audit-notify"
     source: str = "(built-in defaults)"
 
@@ -163,6 +167,24 @@ def _nonnegative(text):
     return value
 
 
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text):
+    """Seconds from "8h", "15m", "90s", "1d" or a bare number of seconds."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|)", text)
+    if not found:
+        raise ValueError("must be a duration like 90s, 15m, 8h or 1d")
+    return float(found.group(1)) * _DURATION_UNITS[found.group(2)]
+
+
+def _positive_duration(text):
+    value = _duration(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
 def _room(text):
     if text and not text.startswith(("#", "!")):
         raise ValueError("must be a room alias (#name:server) or id")
@@ -187,6 +209,10 @@ _CONVERTERS = {
     "routine_room": _room,
     "heartbeat": _heartbeat,
     "node_silence_minutes": _nonnegative,
+    "responders": _mxids,
+    "mute": _positive_duration,
+    "reannounce": _duration,
+    "reannounce_times": _count,
 }
 
 

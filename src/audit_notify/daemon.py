@@ -17,10 +17,13 @@ import logging
 import os
 import select
 import signal
+import sqlite3
 import time
 from dataclasses import replace
 from typing import Callable, List, Optional, Tuple
 
+from .answering import Answering
+from .answers import Mutes
 from .config import RESTART_KEYS, Config, Error, changed_keys
 from .counters import Counters
 from .events import NORMALIZED, Event
@@ -87,18 +90,25 @@ class Plugin:
                  rights: Optional[SendingRights] = None, make_sender: Callable[[Config], Sender] = None,
                  reload: Callable[[], Tuple[Config, RuleSet]] = None, clock=time.monotonic, wall=time.time,
                  wait=wait_readable, read=os.read, hostname: str = "", live: bool = True,
-                 kmsg: Optional[int] = None, kernel_lost: Optional[int] = None, known: Optional[Known] = None):
+                 kmsg: Optional[int] = None, kernel_lost: Optional[int] = None, known: Optional[Known] = None,
+                 mutes: Optional[Mutes] = None, answering: Optional[Callable[..., Answering]] = None):
         self.config = config
         self.rules = rules
         self.sink = sink
         self.counters = counters
-        self.notifier = Notifier(config, rules, self._accept, counters, known=known)
+        self._wall = wall
+        # Answers from the room (answering.py): made with our accept, read
+        # once we send.  Without it (a dry run), ``mutes`` or none apply.
+        self.answering: Optional[Answering] = None
+        self.answering = answering(self._accept) if answering is not None else None
+        if self.answering is not None:
+            mutes = self.answering.mutes
+        self.notifier = Notifier(config, rules, self._accept, counters, known=known, mutes=mutes)
         self._rights = rights
         self._make_sender = make_sender
         self.sender: Optional[Sender] = None
         self._reload_source = reload
         self._clock = clock
-        self._wall = wall
         self._wait = wait
         self._read = read
         self._host = hostname  # the node name when config.hostname is empty
@@ -110,6 +120,7 @@ class Plugin:
         self.live = live
         self.watcher = Watcher(config, self._accept, counters, config.hostname or hostname, wall(), live=live,
                                kernel_lost=kernel_lost)
+        self.watcher.muted = self.notifier.mutes.summary
         self._kmsg = kmsg  # /dev/kmsg, opened as root: where the kernel says it lost events
         self.stopping = False
         self.reload_requested = False
@@ -140,6 +151,8 @@ class Plugin:
         room = self._room_for(notification)
         if room:
             notification = replace(notification, room=room)
+        if self.answering is not None:
+            notification = self.answering.accepting(notification)
         self.sink.add(notification)
         if self._dirty_since is None:
             self._dirty_since = self._clock()
@@ -172,7 +185,9 @@ class Plugin:
                      "pid": str(os.getpid()), "updated": str(self._wall()), "clean": "0"}
         try:
             self.sink.commit(state)
-        except SpoolError as exc:
+            if self.answering is not None:
+                self.answering.commit()
+        except (SpoolError, sqlite3.Error) as exc:
             self._commit_after = self._clock() + COMMIT_RETRY
             if not self._spool_failing:
                 self._spool_failing = True
@@ -217,6 +232,8 @@ class Plugin:
         self.sink.configure(config)
         if self.sender is not None:
             self.sender.configure(config)
+        if self.answering is not None:
+            self.answering.configure(config)
         log.info("reloaded %s: %s; changed: %s", config.source, rules.summary(),
                  ", ".join(key for key in changed if key not in later) or "no settings")
         for key in later:
@@ -230,6 +247,8 @@ class Plugin:
         self._next_takeover = self._clock() + TAKEOVER_INTERVAL
         if self.sender is None and self._rights is not None and self._rights.take():
             self.sender = self._make_sender(self.config)
+            if self.answering is not None:
+                self.answering.start()  # the one that sends reads the answers
             return True
         return False
 
@@ -238,7 +257,8 @@ class Plugin:
         times = [self._next_report]
         if self.reader.pending():
             times.append(now + IDLE_TICK)
-        for due in (self.notifier.next_due(), self.watcher.next_due()):
+        answering = self.answering.next_due() if self.answering is not None and self.sender is not None else None
+        for due in (self.notifier.next_due(), self.watcher.next_due(), answering):
             if due is not None:
                 times.append(now + max(0.0, due - self._wall()))
         if self._dirty_since is not None:
@@ -265,7 +285,8 @@ class Plugin:
             if self.reload_requested:
                 self.reload()
             sender_fds = self.sender.fds() if self.sender else []
-            watch = [fd] + ([wakeup_fd] if wakeup_fd is not None else []) + sender_fds
+            answer_fds = self.answering.fds() if self.answering is not None else []
+            watch = [fd] + ([wakeup_fd] if wakeup_fd is not None else []) + sender_fds + answer_fds
             if self._kmsg is not None:
                 watch.append(self._kmsg)
             ready = self._wait_for_input(fd, watch)
@@ -289,6 +310,8 @@ class Plugin:
                     return STOPPED if self.stopping else EOF
                 self.reader.feed(data)
             self._tick(fd in ready)
+            if self.answering is not None and self.sender is not None:
+                self._answers(ready)  # reactions read, and the mutes' and re-announcements' times
             if self.sender is not None:
                 self.sender.step(ready)
         return STOPPED
@@ -325,6 +348,13 @@ class Plugin:
         if now >= self._next_report:
             self._next_report = now + STATS_INTERVAL
             log.info("%s", self.report())
+
+    def _answers(self, ready: List[int]):
+        """Reactions read, mutes over, criticals to announce again."""
+        try:
+            self.answering.step(self._wall(), ready)
+        except Exception:  # noqa: BLE001 - an answer must never stop the alerts
+            self.counters.problem("could not apply an answer from the room", exc_info=True)
 
     def _enforce_bounds(self):
         try:
@@ -374,6 +404,8 @@ class Plugin:
             by_hand = ending == EOF and not self.live
             self.sender.stop(EOF_DRAIN_SECONDS if by_hand else SHUTDOWN_GRACE, self._wait, drain=by_hand)
         self.commit()
+        if self.answering is not None:
+            self.answering.close()
         if self.sender is not None and ending != READ_ERROR:
             self._mark_clean()
         c = self.counters

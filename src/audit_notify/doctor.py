@@ -19,8 +19,10 @@ import time
 from typing import Optional
 
 from . import host
+from .answers import who_may_answer
 from .config import DEFAULT_CONFIG, Config, Error, load_config
 from .matrix import matrix_api, send_once, test_content
+from .message import span
 from .privileges import Account, check_config_files, lookup_user, secure_private
 from .reader import import_auparse
 from .rules import load_ruleset
@@ -70,6 +72,7 @@ class Doctor:
             self._private(path, what, account)
         self._store_size(config.store)
         self._room(config)
+        self._answers(config)
         self._spool(config)
         entries = self._plugins_d(config_path or DEFAULT_CONFIG)
         running = self._running(config, entries)
@@ -184,6 +187,19 @@ class Doctor:
                      "rate limit: cannot read it as %s; Synapse's default allows 12 messages a minute (burst 10) "
                      "and max_messages_per_minute is %s: %s" % (mxid, cap or "no cap",
                      "within it" if 0 < cap <= 12 else "ask the server admin to lift it (README, Matrix setup)"))
+
+    def _answers(self, config: Config):
+        """Who can answer alerts from the room (README, "Answering from the room")."""
+        allowed = who_may_answer(config.responders, config.mention)
+        again = ("a critical nobody acknowledges is announced again after %s, at most %d times"
+                 % (span(config.reannounce), config.reannounce_times) if config.reannounce > 0 and
+                 config.reannounce_times > 0 else "no re-announcement (reannounce = 0)")
+        if not allowed:
+            self.say("warn", "answers: nobody can answer from the room (responders and mention are empty): "
+                             "reactions are not read; %s" % again)
+        else:
+            self.say("ok", "answers: %s may acknowledge (✅) or mute (🔕, for %s); %s" % (
+                ", ".join(allowed), span(config.mute), again))
 
     def _spool(self, config: Config):
         path = spool_path(config)

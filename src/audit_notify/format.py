@@ -364,8 +364,9 @@ def routine_label(incident: Incident) -> str:
     return incident.kind
 
 
-def format_routine(period: Period) -> Notification:
-    """One summary of a period's routine, edited in place as it grows."""
+def format_routine(period: Period, muted: Sequence[str] = ()) -> Notification:
+    """One summary of a period's routine, edited in place as it grows;
+    ``muted``: a line per mute that lasts (answers.Mutes.summary)."""
     span = "%s–%s" % (_stamp(period.start, "%H:%M"), _stamp(period.end, "%H:%M %Z"))
     lines = []
     total = 0
@@ -377,6 +378,7 @@ def format_routine(period: Period) -> Notification:
         more = sum(counter.values()) - sum(n for _, n in shown)
         parts: Tuple[str, ...] = (V(node), ": ") if len(period.counts) > 1 else ()
         lines.append(Line(parts + ((V(text),) if text else ()) + ((" and %d more" % more,) if more else ())))
+    lines += [Line((text,)) for text in muted]
     head = "Routine, %s: %d actions, %d events%s" % (span, total, period.events, "" if period.closed else " so far")
     body = mark(INFO) + head + "\n" + "\n".join(line.text() for line in lines)
     formatted = "%s<b>%s</b><br>\n%s" % (html.escape(mark(INFO)), html.escape(head),

@@ -129,18 +129,27 @@ class Notification:
     serials: Tuple[str, ...] = ()  # the events it folds
     mentions: Tuple[str, ...] = ()  # Matrix ids to notify loudly (from the config, never audit text)
     room: str = ""       # another room than the configured one (critical_room...)
+    shape: str = ""      # what a 🔕 on it mutes (answers.mute_shape); "" for what cannot be muted
+    reply_to: str = ""   # the event id it answers (a re-announcement replies to the first message)
 
     def content(self) -> dict:
         """The Matrix event content: a plain-text body, its HTML twin, and
         m.mentions naming exactly the configured people (or nobody), so that
         no text in the message can ping anyone."""
-        return {
+        content = {
             "msgtype": "m.text",
             "body": self.body,
             "format": "org.matrix.custom.html",
             "formatted_body": self.html,
             "m.mentions": {"user_ids": list(self.mentions)} if self.mentions else {},
         }
+        if self.reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": self.reply_to}}
+        return content
+
+    def with_line(self, text: str) -> "Notification":
+        """The same message with one more line of our own words."""
+        return replace(self, body=self.body + "\n" + text, html=self.html + "<br>\n" + html.escape(text))
 
 
 def fit(lines: List[str], limit: int, joiner: str) -> str:

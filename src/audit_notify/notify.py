@@ -17,6 +17,7 @@ is quiet), so a file read with --dry-run gives what the live plugin sends.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Callable, List, Optional
 
 from .config import Config
@@ -31,9 +32,10 @@ from .incidents import Incident
 from .phrases import commands_run
 from .programs import ELEVATORS
 from .known import Known, shape_of
+from .answers import Mutes, mute_shape
 from .lineage import Lineage
 from .message import Notification
-from .repeats import Repeats, Routine, Window
+from .repeats import Period, Repeats, Routine, Window
 from .rules import RuleSet
 from .severity import CRITICAL, INFO, WARNING, Verdict, classify
 
@@ -52,13 +54,29 @@ def _only_elevates(login: Incident) -> bool:
     return bool(ran) and all(words and basename(words[0]) in ELEVATORS for words in ran)
 
 
+def _mutable(incident: Incident) -> bool:
+    """Whether a 🔕 may mute it: never the audit system's own alarms (rules
+    changed or deleted, auditing disabled, auditd stopped or gone)."""
+    anchor = incident.anchor
+    return incident.kind != "rules" and (anchor is None or not (
+        anchor.get("type").startswith("DAEMON_") or anchor.get("type") == "CONFIG_CHANGE"))
+
+
+def _shape(incident: Incident) -> str:
+    return mute_shape(incident.fingerprint()) if _mutable(incident) else ""
+
+
 class Notifier:
     """See the module docstring.  ``accept`` takes each notification
     (a keyed one again for each new version: an edit)."""
 
     def __init__(self, config: Config, rules: RuleSet, accept: Callable[[Notification], None], counters: Counters,
-                 fast_lane: bool = True, known: Optional[Known] = None):
+                 fast_lane: bool = True, known: Optional[Known] = None, mutes: Optional[Mutes] = None):
         self.rules = rules
+        # Shapes a person muted from the room (answers.py): counted into the
+        # routine summary, not sent.  None in a dry run without --state.
+        self.mutes = mutes if mutes is not None else Mutes()
+        self._after: dict = {}  # incident key -> the line saying it was muted until just now
         # What this host's people do every day: a warning the first time,
         # routine afterwards (known.py).  In memory unless one is given.
         self.known = known if known is not None else Known()
@@ -111,13 +129,17 @@ class Notifier:
         if incident.closed and "ops" in incident.facts:
             incident.new_text = True  # a rules burst's message gives its total once it is over (phrases.rule_count)
         if incident.fate == "alone" and incident.new_text:
-            note = format_incident(incident, self.mentions)
+            note = replace(format_incident(incident, self.mentions), shape=_shape(incident))
+            if incident.key in self._after:
+                note = note.with_line(self._after[incident.key])
             # An edit only when the message reads differently: more events
             # joining (the last line's count) is not worth one.
             gist = (note.severity, note.body.rsplit("\n", 1)[0])
             if gist != incident.sent_gist:
                 incident.sent_gist = gist
                 self._send(note)
+        if incident.closed and self._after:
+            self._after.pop(incident.key, None)
 
     def _decide(self, incident: Incident):
         """Routine, a message of its own, or a count of repeats: decided once,
@@ -132,13 +154,16 @@ class Notifier:
                 or _only_elevates(incident)) and self.grouper.grouping:  # without grouping: every event a message
             incident.fate = "routine"
             for period in self.routine.add(incident.last, incident.node, routine_label(incident), incident.count):
-                self._send(format_routine(period))
+                self._send(self._routine(period))
             return
         fingerprint = incident.fingerprint()
+        if self.mutes.active or self.mutes.ended:
+            if self._muted(incident, fingerprint):
+                return
         window, closed = self.repeats.offer(fingerprint, incident.first, incident.severity, incident.node,
                                             lambda: repeat_headline(incident))
         for done in closed:
-            self._send(format_repeat(done, self.repeats.window, self.mentions))
+            self._send(self._repeat(done))
         if window is None:
             incident.fate = "alone"
             self.counters.incidents += 1
@@ -146,6 +171,28 @@ class Notifier:
         incident.fate = "repeat"
         incident.counted_as = (fingerprint, len(incident.pieces))
         self._counted(window, incident.first)
+
+    def _muted(self, incident: Incident, fingerprint: str) -> bool:
+        """A shape muted from the room: counted into the routine summary
+        ("muted: …"), not sent.  The first one after a mute ended says so."""
+        shape = mute_shape(fingerprint) if _mutable(incident) else ""
+        mute = self.mutes.hit(shape, incident.first)
+        if mute is None:
+            ended = self.mutes.after(shape) if shape else None
+            if ended is not None:
+                self._after[incident.key] = ended.after()
+            return False
+        incident.fate = "routine"
+        for period in self.routine.add(incident.last, incident.node, "muted: " + mute.label, incident.count):
+            self._send(self._routine(period))
+        return True
+
+    def _repeat(self, window: Window) -> Notification:
+        note = format_repeat(window, self.repeats.window, self.mentions)
+        return replace(note, shape=mute_shape(window.fingerprint)) if window.fingerprint else note
+
+    def _routine(self, period: Period) -> Notification:
+        return format_routine(period, self.mutes.summary())
 
     def _recount(self, incident: Incident):
         """A repeat that something notable joined after it was counted (the
@@ -168,7 +215,7 @@ class Notifier:
         self.counters.digests += window.folded == 1
         if window.folded == 1 or first >= window.sent_at + UPDATE_INTERVAL:
             window.sent_at = first  # the count climbs in an edit at most this often
-            self._send(format_repeat(window, self.repeats.window, self.mentions))
+            self._send(self._repeat(window))
 
     # -- the Grouper's fast lane ---------------------------------------------------
 
@@ -200,9 +247,9 @@ class Notifier:
         """What is due by ``now``: incidents, repeat windows, routine."""
         self.grouper.due(now)
         for window in self.repeats.due(now):
-            self._send(format_repeat(window, self.repeats.window, self.mentions))
+            self._send(self._repeat(window))
         for period in self.routine.due(now):
-            self._send(format_routine(period))
+            self._send(self._routine(period))
 
     def next_due(self) -> Optional[float]:
         times = [t for t in (self.grouper.next_due(), self.repeats.next_due(), self.routine.next_due())
@@ -216,9 +263,9 @@ class Notifier:
         """The end (EOF, SIGTERM): everything open goes out in its final form."""
         self.grouper.close_all()
         for window in self.repeats.close_all():
-            self._send(format_repeat(window, self.repeats.window, self.mentions))
+            self._send(self._repeat(window))
         for period in self.routine.close_all():
-            self._send(format_routine(period))
+            self._send(self._routine(period))
 
     def accounted(self) -> List[int]:
         c = self.counters

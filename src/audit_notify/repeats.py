@@ -47,6 +47,7 @@ class Window:
     sample_html: str = ""
     sent_at: float = 0.0  # when the count's last version was made (event time)
     closed: bool = False
+    fingerprint: str = ""  # whose repeats (a 🔕 on the count mutes its shape, answers.py)
 
 
 class Repeats:
@@ -72,7 +73,7 @@ class Repeats:
         if window is None:
             self._made += 1
             key = safe_key("repeat", node, "%.3f" % when, str(self._made))
-            window = self.windows[fingerprint] = Window(key=key, start=when, node=node)
+            window = self.windows[fingerprint] = Window(key=key, start=when, node=node, fingerprint=fingerprint)
         window.seen = max(window.seen, when)
         if window.alone < self.after:
             window.alone += 1

@@ -131,6 +131,9 @@ class Watcher:
         self.started = now
         self.kernel_baseline = kernel_lost  # the kernel's lost count at start (kernel.status), if known
         self.heartbeat: Optional[str] = None
+        # The mutes that last (answers.Mutes.summary): the heartbeat shows
+        # them, and the watcher's own messages are never muted.
+        self.muted: Callable[[], List[str]] = list
         self.configure(config, now, local_node)
         self._baseline = counters.snapshot()
         self._last_beat = now
@@ -286,6 +289,7 @@ class Watcher:
                      "{:,}".format(delta["filtered"]), "{:,}".format(delta["sent"])),
                  "updated %s; running since %s. If this line stops being updated, the watcher is down." % (
                      _clock(now, "%Y-%m-%d %H:%M %Z"), _clock(self.started, "%Y-%m-%d %H:%M"))]
+        lines += self.muted()
         self._accept(_message("info", head, lines, now, safe_key("heartbeat", self.local), "heartbeat"))
         self._baseline, self._last_beat = now_counts, now
         self.next_beat = self._next_beat(now + 1)
