@@ -1,6 +1,6 @@
 """Fuzzing the parse-and-format path with hypothesis, seeded with the corpora.
 
-Input: real audit lines from ../shared/corpora and tests/data, mutated
+Input: real audit lines from tests/data/corpora and tests/data, mutated
 (byte flips, truncations, splices of two records, inserted NUL, 0x1d,
 newlines and huge fields, hex-encoded hostile bytes in acct/cmd/proctitle
 and friends), whole real events, and arbitrary bytes.  Property, for every
@@ -24,7 +24,7 @@ import re
 import unicodedata
 
 import pytest
-from corpus import CORPORA, DATA, all_corpus_files, auparse, corpus, read
+from corpus import DATA, all_corpus_files, auparse, corpus, read
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -77,7 +77,6 @@ def _corpus_events():
 
 LINES = _corpus_lines()
 EVENTS = _corpus_events()
-pytestmark = pytest.mark.skipif(not LINES or not EVENTS, reason="the corpora are not in %s" % CORPORA)
 
 # Text an attacker would like to see rendered: mentions, markup, bidi
 # overrides, zero-width and other invisible characters, terminal escapes.
@@ -305,8 +304,7 @@ def _quiet():
 def _broken_records():
     """The corpus's real malformed records, as an explicit example."""
     names = ("line-broken-avc-info.txt", "line-broken-subj1.txt", "line-broken-subj2.txt")
-    paths = [os.path.join(CORPORA, "linux-audit-parser-rs", "src", "testdata", n) for n in names]
-    return b"".join(read(p) for p in paths if os.path.exists(p))
+    return b"".join(read(corpus("linux-audit-parser-rs", "src", "testdata", n)) for n in names)
 
 
 @settings(PROFILE)
