@@ -1,9 +1,12 @@
 """Config: auditd-style key = value, strict, with the original's files as a fallback."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 from corpus import ROOT, SRC
+from rig import SCRIPT, WAIT
 
 from audit_notify.config import DEFAULT_CONFIG, Config, Error, Heartbeat, load_config
 from audit_notify.rules import RuleSet, load_ruleset
@@ -230,3 +233,19 @@ def test_a_value_that_starts_with_a_hash_is_a_room_alias_not_a_comment(tmp_path)
                                                        "  # an indented comment line\n"))
     assert (config.room, config.critical_room) == ("#audit:example.org", "#loud:example.org")
 
+
+def test_a_config_error_is_printed_once_with_file_and_line(tmp_path):
+    """It used to be printed twice: once by main(), and once more by the
+    log, which in a dry run (or with no handler yet) is stderr too."""
+    bad = _write(tmp_path / "bad.conf", "room = #a:b\ndigest_window = inf\n")
+    out = subprocess.run([sys.executable, SCRIPT, "--dry-run", "--config", bad], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.count("digest_window") == 1, out.stderr
+    assert "%s:2: bad value for digest_window: 'inf' (expected a duration" % bad in out.stderr
+    # An error met while running (a file that cannot be read) is said once too.
+    good = _write(tmp_path / "good.conf", "room = #a:b\n")
+    out = subprocess.run([sys.executable, SCRIPT, "--dry-run", "--config", good, str(tmp_path / "missing.log")],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 1
+    assert out.stderr.count("cannot read %s" % (tmp_path / "missing.log")) == 1, out.stderr
