@@ -1,7 +1,9 @@
-"""Real audit records for the tests: ../shared/corpora and tests/data.
+"""Real audit records for the tests: tests/data/corpora and tests/data.
 
-The corpora are used as they are (see ../shared/corpora/SOURCES.md); helpers
-here only read them and run them through the plugin's own pipeline.
+The corpora are other projects' test records, kept in the repository as they
+are, under their own licences (see tests/data/corpora/SOURCES.md), so that a
+fresh clone runs every test.  Helpers here only read them and run them
+through the plugin's own pipeline.
 """
 
 import os
@@ -17,41 +19,33 @@ from audit_notify.format import format_event  # noqa: E402
 from audit_notify.reader import EventReader, import_auparse  # noqa: E402
 from audit_notify.rules import RuleSet  # noqa: E402
 
-CORPORA = os.environ.get("AUDIT_NOTIFY_CORPORA", os.path.join(ROOT, "..", "shared", "corpora"))
 DATA = os.path.join(HERE, "data")
+# AUDIT_NOTIFY_CORPORA runs the tests over another copy (or a larger set).
+CORPORA = os.environ.get("AUDIT_NOTIFY_CORPORA", os.path.join(DATA, "corpora"))
 auparse = import_auparse()
 
 
 def corpus(*parts):
-    """Path of a corpus file; the test is skipped, not passed, if absent."""
-    import pytest
-
+    """Path of a corpus file.  A missing one is an error, not a skip: the
+    corpora ship with the tests, so a test that cannot find its records
+    must fail rather than pass unnoticed."""
     path = os.path.join(CORPORA, *parts)
     if not os.path.exists(path):
-        pytest.skip("corpus file %s is not here" % path)
+        raise FileNotFoundError("corpus file %s is missing (see tests/data/corpora/SOURCES.md)" % path)
     return path
 
 
 def all_corpus_files():
-    """Every corpus log (none when ../shared is not beside the checkout: the
-    tests parametrized over them are then empty, and skipped)."""
+    """Every corpus log, sorted.  None found is an error: the tests that
+    check a claim over all of them would otherwise pass on nothing."""
     found = []
     for top, _dirs, files in os.walk(CORPORA):
         for name in files:
             if name.endswith((".txt", ".log")) or name in ("selinux-ssh",):
                 found.append(os.path.join(top, name))
-    return sorted(found)
-
-
-def every_corpus_file():
-    """all_corpus_files() for a test that checks a claim over all of them:
-    skipped, not passed on nothing, when the corpora are not here."""
-    import pytest
-
-    found = all_corpus_files()
     if not found:
-        pytest.skip("no corpora at %s" % CORPORA)
-    return found
+        raise FileNotFoundError("no corpus logs under %s (see tests/data/corpora/SOURCES.md)" % CORPORA)
+    return sorted(found)
 
 
 def read(path):

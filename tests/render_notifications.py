@@ -11,7 +11,7 @@ plain ``body`` as a phone's lock screen shows it: the first two lines,
 clamped.
 
 The samples are real: one notification per kind of event found in
-../shared/corpora and tests/data (chosen by headline), digests (a real one
+tests/data/corpora and tests/data (chosen by headline), digests (a real one
 from the Debian 12 sample and a replayed SSH brute force), a very long
 command, and hostile ones built here as the programs would log them.
 
@@ -56,8 +56,8 @@ from audit_notify.message import Notification  # noqa: E402
 from audit_notify.reader import EventReader, import_auparse  # noqa: E402
 from audit_notify.rules import RuleSet, load_rules  # noqa: E402
 
-CORPORA = os.environ.get("AUDIT_NOTIFY_CORPORA", os.path.join(ROOT, "..", "shared", "corpora"))
 DATA = os.path.join(HERE, "data")
+CORPORA = os.environ.get("AUDIT_NOTIFY_CORPORA", os.path.join(DATA, "corpora"))
 SCREENSHOTS = os.path.join(HERE, "screenshots")
 BLACKLIST = os.path.join(ROOT, "blacklist.example")
 NODE = "web1"  # the host name shown for records that carry no node=
@@ -372,7 +372,8 @@ def input_files() -> List[str]:
 
 
 def source_name(path: str) -> str:
-    for base, label in ((DATA, "tests/data"), (CORPORA, "corpora")):
+    # The corpora first: they lie inside tests/data, and keep their own label.
+    for base, label in ((CORPORA, "corpora"), (DATA, "tests/data")):
         rel = os.path.relpath(path, base)
         if not rel.startswith(".."):
             return "%s/%s" % (label, rel)

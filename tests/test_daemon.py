@@ -15,7 +15,7 @@ from corpus import DATA, read
 from fakes import Clock, FakeMatrixCommander
 
 from audit_notify.cli import UNEXPECTED, serve
-from audit_notify.config import Config
+from audit_notify.config import Config, Heartbeat
 from audit_notify.counters import Counters
 from audit_notify.answering import CHECK_INTERVAL, Answering
 from audit_notify.ledger import Ledger
@@ -190,7 +190,7 @@ def test_reload_applies_every_key_it_can_and_names_the_others(tmp_path, caplog):
                   send_timeout=5.0, room="#b:localhost", matrix_commander="/other/mc",
                   user="someone", log_file="/var/log/x", state_dir="/elsewhere", spool_dir="/elsewhere/spool",
                   credentials="/elsewhere/c", store="/elsewhere/s", mention=("@admin:localhost",),
-                  heartbeat="every 30m", node_silence_minutes=5.0)
+                  heartbeat=Heartbeat(every=1800.0), node_silence_minutes=5.0)
     rules = RuleSet(tuple(parse_rules("type=USER_LOGIN\n", "blacklist")))
     loop.reloads.append((new, rules))
     plugin.request_reload()
@@ -209,7 +209,7 @@ def test_reload_applies_every_key_it_can_and_names_the_others(tmp_path, caplog):
     assert loop.children[0].returncode is not None  # the old matrix-commander is replaced
     watcher = plugin.watcher
     assert (watcher.mentions, watcher.heartbeat, watcher.silence, watcher.local) == \
-        (("@admin:localhost",), "every 30m", 300.0, "renamed")
+        (("@admin:localhost",), Heartbeat(every=1800.0), 300.0, "renamed")
     assert reloaded_at + 1800 <= watcher.next_beat <= loop.clock() + 1801  # every 30 min from the reload on
     # Named, and kept as they were until a restart:
     for key in ("user", "log_file", "state_dir", "spool_dir", "credentials", "store"):

@@ -79,9 +79,9 @@ def test_audit_configuration_change():
 
 
 def test_every_corpus_event_formats_within_limits():
-    from corpus import every_corpus_file
+    from corpus import all_corpus_files
     count = 0
-    for path in every_corpus_file():
+    for path in all_corpus_files():
         for event in events_of(read(path)):
             n = format_event(event)
             assert n.body and n.html
@@ -156,9 +156,9 @@ def test_clean_escapes_each_kind_of_invisible_character():
 def test_every_value_from_a_record_is_inside_code_in_the_html():
     """Replace every field value of real events with a token: no token may
     appear in the HTML outside <code>, nor raw in our own words."""
-    from corpus import every_corpus_file
+    from corpus import all_corpus_files
     checked = 0
-    for path in every_corpus_file():
+    for path in all_corpus_files():
         for event in events_of(read(path))[:20]:
             tokens = {}
 

@@ -1,6 +1,6 @@
 """Fuzzing the parse-and-format path with hypothesis, seeded with the corpora.
 
-Input: real audit lines from ../shared/corpora and tests/data, mutated
+Input: real audit lines from tests/data/corpora and tests/data, mutated
 (byte flips, truncations, splices of two records, inserted NUL, 0x1d,
 newlines and huge fields, hex-encoded hostile bytes in acct/cmd/proctitle
 and friends), whole real events, and arbitrary bytes.  Property, for every
@@ -24,7 +24,7 @@ import re
 import unicodedata
 
 import pytest
-from corpus import CORPORA, DATA, all_corpus_files, auparse, corpus, read
+from corpus import DATA, all_corpus_files, auparse, corpus, read
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +33,7 @@ from audit_notify.counters import Counters
 from audit_notify.format import format_event
 from audit_notify.message import MAX_BODY_BYTES, MAX_HTML_BYTES
 from audit_notify.notify import Notifier
-from audit_notify.reader import EventReader
+from audit_notify.reader import LINE_CUT, MAX_LINE_BYTES, EventReader
 from audit_notify.rules import RuleSet
 
 settings.register_profile(
@@ -77,7 +77,6 @@ def _corpus_events():
 
 LINES = _corpus_lines()
 EVENTS = _corpus_events()
-pytestmark = pytest.mark.skipif(not LINES or not EVENTS, reason="the corpora are not in %s" % CORPORA)
 
 # Text an attacker would like to see rendered: mentions, markup, bidi
 # overrides, zero-width and other invisible characters, terminal escapes.
@@ -305,8 +304,7 @@ def _quiet():
 def _broken_records():
     """The corpus's real malformed records, as an explicit example."""
     names = ("line-broken-avc-info.txt", "line-broken-subj1.txt", "line-broken-subj2.txt")
-    paths = [os.path.join(CORPORA, "linux-audit-parser-rs", "src", "testdata", n) for n in names]
-    return b"".join(read(p) for p in paths if os.path.exists(p))
+    return b"".join(read(corpus("linux-audit-parser-rs", "src", "testdata", n)) for n in names)
 
 
 @settings(PROFILE)
@@ -397,3 +395,66 @@ def test_an_earlier_event_in_the_same_feed_does_not_cut_an_event():
     assert [e.types() for e in whole if e.get("serial") == "4486226"] == [
         ["SERVICE_START", "SYSCALL", "SOCKADDR", "UNKNOWN[1420]"]]
     assert _shape(_feed(data, [1])[0]) == _shape(whole)
+
+
+# --- giant lines: cut before parsing, the same however they arrive -----------
+
+GIANT = 10 << 20
+_AROUND = [0, 1, 300, MAX_LINE_BYTES // 2, MAX_LINE_BYTES - 1, MAX_LINE_BYTES, MAX_LINE_BYTES + 1,
+           2 * MAX_LINE_BYTES + 5, 200000]
+
+
+@settings(PROFILE, max_examples=min(PROFILE.max_examples, 300))
+@given(st.lists(st.sampled_from(_AROUND), min_size=1, max_size=8), st.booleans(),
+       st.lists(st.sampled_from([1, 2, 4096, MAX_LINE_BYTES - 1, MAX_LINE_BYTES, MAX_LINE_BYTES + 3, 150001]),
+                min_size=1, max_size=5))
+def test_every_line_is_cut_at_max_line_bytes_whatever_the_chunking(sizes, open_end, chunks):
+    """What the reader passes on to auparse is each line's first
+    MAX_LINE_BYTES, its newline kept; one cut counted per line cut."""
+    lines = [bytes([65 + k % 26]) * size for k, size in enumerate(sizes)]
+    data = b"\n".join(lines) + (b"" if open_end else b"\n")
+    expected = b"\n".join(line[:MAX_LINE_BYTES] for line in lines) + (b"" if open_end else b"\n")
+    counters = Counters()
+    reader = EventReader(auparse, lambda event: None, counters, "h")
+    passed, at, i = [], 0, 0
+    while at < len(data):
+        size = max(chunks[i % len(chunks)], len(data) // 2000)  # at most ~2000 feeds
+        passed.append(reader._cut_long_lines(data[at:at + size]))
+        at, i = at + size, i + 1
+    assert b"".join(passed) == expected
+    assert counters.problems.get(LINE_CUT, 0) == sum(size > MAX_LINE_BYTES for size in sizes)
+
+
+_GIANTS = {
+    "acct of a USER_LOGIN": b"type=USER_LOGIN msg=audit(1725003193.327:117287): pid=1712 uid=0 auid=4294967295 "
+                            b"ses=4294967295 msg='op=login acct=\"%s\" exe=\"/usr/sbin/sshd\" hostname=? "
+                            b"addr=10.9.9.9 terminal=sshd res=failed'\n",
+    "hostname of a USER_AUTH": b"type=USER_AUTH msg=audit(1725003193.327:117288): pid=1712 uid=0 auid=4294967295 "
+                               b"ses=4294967295 msg='op=PAM:authentication grantors=? acct=\"bob\" "
+                               b"exe=\"/usr/sbin/sshd\" hostname=%s addr=10.9.9.9 terminal=ssh res=failed'\n",
+    "key of a SYSCALL": b"type=SYSCALL msg=audit(1725003100.000:900003): arch=c000003e syscall=59 success=yes "
+                        b"exit=0 items=0 ppid=1 pid=2 auid=1000 uid=0 comm=\"x\" exe=\"/usr/bin/x\" key=%s\n"
+                        b"type=EOE msg=audit(1725003100.000:900003): \n",
+    "hex acct, enriched": b"type=USER_ACCT msg=audit(1725003193.327:117289): pid=1712 uid=0 auid=1000 ses=3 "
+                          b"msg='op=PAM:accounting grantors=pam_unix acct=%s exe=\"/usr/bin/sudo\" hostname=? "
+                          b"addr=? terminal=/dev/pts/0 res=success'\x1dUID=\"root\" AUID=\"alice\"\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_GIANTS))
+def test_a_giant_field_is_cut_the_same_whatever_the_chunking(name):
+    """10 MiB in one field: one cut, said once; the events around it whole
+    and the same however the input is split; every message within limits."""
+    fill = b"41" if name.startswith("hex") else b"A"
+    giant = _GIANTS[name] % (fill * (GIANT // len(fill)))
+    before, after = [line for line in LINES if line.startswith(b"type=USER_")][:2]
+    data = before + giant + after
+    whole, counters = _feed(data, [len(data)])
+    assert counters.problems == {LINE_CUT: 1}
+    for chunks in ([65536], [4096, 1], [MAX_LINE_BYTES + 1, 7]):
+        pieces, counters2 = _feed(data, chunks)
+        assert _shape(pieces) == _shape(whole) and counters2.problems == counters.problems
+    for event in whole:
+        check_notification(format_event(event))
+    for note in _grouped(whole):
+        check_notification(note)

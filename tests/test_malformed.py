@@ -22,6 +22,7 @@ its line (``xxtype=...``: "could not read an audit event") and a record
 whose ``msg=audit(...)`` stamp does not parse ("malformed input skipped").
 """
 
+import os
 import random
 import re
 import socket
@@ -32,11 +33,12 @@ from dataclasses import dataclass
 from typing import Dict, List
 
 import pytest
-from corpus import corpus, read
+from corpus import ROOT, SRC, corpus, read
 from rig import SCRIPT, Rig
 
-from audit_notify.events import _first_value
+from audit_notify.events import NAME_MAX_BYTES, _first_value, read_event_text
 from audit_notify.message import HEADLINE_VALUE_CHARS, MAX_BODY_BYTES
+from audit_notify.reader import LINE_CUT, MAX_LINE_BYTES, import_auparse
 
 # The bound on one run: the largest inputs here (a few MiB) take about a
 # second; a hang is a failure, not a stuck CI job.
@@ -249,8 +251,9 @@ def test_nul_inside_records_cuts_the_record_there(tmp_path):
 
 
 def test_a_one_mib_line_of_garbage(tmp_path):
+    """Cut at MAX_LINE_BYTES before anything reads it, and the cut said."""
     outcome = run_plugin(tmp_path, b"x" * (1 << 20) + b"\n" + good())
-    check(outcome, problems={STRAYS: 1})
+    check(outcome, problems={STRAYS: 1, LINE_CUT: 1})
     assert outcome.counters["events"] == 1
 
 
@@ -263,10 +266,69 @@ def test_a_one_mib_value_is_capped_in_the_notification(tmp_path):
     data = b"".join(records)
     assert max(len(line) for line in data.splitlines()) >= 1 << 20
     outcome = run_plugin(tmp_path, data + good())
-    check(outcome, problems={})
+    check(outcome, problems={LINE_CUT: 2})  # both lines are cut at MAX_LINE_BYTES first
     body = body_of(outcome, 15558)
     assert len(body.encode()) <= MAX_BODY_BYTES
     assert "more characters)" in body
+
+
+GIANT = 10 << 20  # no live auditd writes this; a file fed by hand can
+DRY_RUN_CONFIG = os.path.join(ROOT, "examples", "dry-run.conf")
+# A failed SSH login as sshd's PAM reports it: acct= is the name typed.
+FAILED_LOGIN = (b"type=USER_LOGIN msg=audit(1725003193.327:117287): pid=1712 uid=0 auid=4294967295 ses=4294967295 "
+                b"msg='op=login acct=%s exe=\"/usr/sbin/sshd\" hostname=? addr=10.9.9.9 terminal=sshd res=failed'\n")
+
+
+def _dry_run(tmp_path, data):
+    """The CLI's dry run on ``data`` as a file: (exit code, stdout, stderr)."""
+    path = tmp_path / "giant.log"
+    path.write_bytes(data)
+    out = subprocess.run([sys.executable, SCRIPT, "--dry-run", "--config", DRY_RUN_CONFIG, str(path)],
+                         capture_output=True, timeout=BOUND)
+    return out.returncode, out.stdout.decode("utf-8", "replace"), out.stderr.decode("utf-8", "replace")
+
+
+def test_a_ten_mib_account_name_in_a_user_login_exits_0_through_the_dry_run(tmp_path):
+    """It killed the process (exit 134, an assertion in systemd's NSS
+    module, from auparse's normalizer looking the name up).  The line is
+    cut at MAX_LINE_BYTES before auparse, the cut is said once, and what is
+    left of the name, still longer than any account, is not looked up."""
+    code, out, err = _dry_run(tmp_path, FAILED_LOGIN % (b'"' + b"A" * GIANT + b'"') + good())
+    assert code == 0, err[-2000:]
+    assert err.count(LINE_CUT) == 2 and "%s: 1" % LINE_CUT in err  # logged once, counted at exit
+    assert "#117287" in out and "ec2-user from 10.10.10.10" in out  # both logins (grouped: one session's)
+    assert len(out) < 20000
+
+
+def test_a_ten_mib_line_exits_0_through_the_dry_run(tmp_path):
+    key = b"type=SYSCALL msg=audit(1725003100.000:900003): arch=c000003e syscall=59 success=yes exit=0 items=0 " \
+          b"ppid=1 pid=2 auid=1000 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=1 " \
+          b"comm=\"x\" exe=\"/usr/bin/x\" key=%s\ntype=EOE msg=audit(1725003100.000:900003): \n"
+    code, out, err = _dry_run(tmp_path, key % (b"k" * GIANT) + good())
+    assert code == 0, err[-2000:]
+    assert err.count(LINE_CUT) == 2 and "%s: 1" % LINE_CUT in err
+    assert "kkkkkkkk" in out and "ec2-user from 10.10.10.10" in out and len(out) < 20000
+
+
+def test_an_account_name_longer_than_the_system_allows_is_never_looked_up(tmp_path):
+    """Read again from an event's lines (no reader in between to cut
+    them), a 5 MiB name would abort the process in NSS; refused before the
+    normalizer, it is shown as it is.  One byte under the system's limit,
+    a name is looked up as always (the normalizer's fields are there)."""
+    code = ("import sys; sys.path.insert(0, %r); from audit_notify.reader import import_auparse; "
+            "from audit_notify.events import read_event_text; "
+            "event = read_event_text(import_auparse(), sys.stdin.read(), 'h'); "
+            "print(event.get('error')); print(len(event.get('acct')))" % SRC)
+    out = subprocess.run([sys.executable, "-c", code], input=FAILED_LOGIN % (b'"' + b"A" * (5 << 20) + b'"'),
+                         capture_output=True, timeout=BOUND)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.decode().split("\n")[:2] == [
+        "Error normalizing: an account name longer than any the system allows (not looked up)", str(5 << 20)]
+    auparse = import_auparse()
+    at_limit = read_event_text(auparse, (FAILED_LOGIN % (b'"' + b"a" * (NAME_MAX_BYTES - 1) + b'"')).decode(), "h")
+    assert not at_limit.get("error") and at_limit.get("primary_subject") == "a" * 255 + " = acct"
+    over = read_event_text(auparse, (FAILED_LOGIN % (b"61" * NAME_MAX_BYTES)).decode(), "h")  # hex-encoded
+    assert over.get("error").startswith("Error normalizing: an account name") and over.get("acct") == "a" * 256
 
 
 def test_a_line_with_100000_fields(tmp_path):
@@ -275,7 +337,7 @@ def test_a_line_with_100000_fields(tmp_path):
     same = b" x=y" * 100000
     outcome = run_plugin(tmp_path, head + fields + b"\n" + head.replace(b"900001", b"900002") + same[1:] +
                          b"\n" + good())
-    check(outcome, problems={})
+    check(outcome, problems={LINE_CUT: 2})  # 1.2 MB and 400 KB: what fits in MAX_LINE_BYTES is read
     assert outcome.counters["events"] == 3
     assert body_of(outcome, 900001) and body_of(outcome, 900002)
 
@@ -459,7 +521,7 @@ NODES = {
     "nul": b"node=a\0b ",                  # dropped: the line ends at the NUL
     "empty": b"node= ",                    # dropped
     "twice": b"node=x node=y ",            # dropped
-    "64 KiB": b"node=" + b"n" * 65536 + b" ",  # dropped (from ~300 bytes auparse misreads, then drops)
+    "64 KiB": b"node=" + b"n" * 65536 + b" ",  # cut at MAX_LINE_BYTES: dropped (auparse drops such a node=)
     "alone": b"node=x\n",                  # a line of its own: dropped, the event is read without
     "not utf-8": b"node=\xff\xfe\x80 ",    # read: the node is shown escaped
     "250 bytes": b"node=" + b"n" * 250 + b" ",  # read: the node is capped in the headline
@@ -474,7 +536,10 @@ def test_node_prefixes_with_garbage(tmp_path, kind):
     lines = execve().replace(b"node=work ", b"").splitlines(keepends=True)
     data = prefix + prefix.join(lines) if not prefix.endswith(b"\n") else prefix + b"".join(lines)
     outcome = run_plugin(tmp_path, data + good())
-    check(outcome, problems={NULS: data.count(b"\0")} if b"\0" in data else {})
+    problems = {NULS: data.count(b"\0")} if b"\0" in data else {}
+    if len(prefix) > MAX_LINE_BYTES:
+        problems[LINE_CUT] = len(lines)  # each line is cut inside its prefix
+    check(outcome, problems=problems)
     if kind in DROPPED:
         assert outcome.counters["events"] == 1 and outcome.counters["records"] == 1
         return

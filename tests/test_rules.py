@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from corpus import DATA, ROOT, corpus, events_of, every_corpus_file, read
+from corpus import DATA, ROOT, all_corpus_files, corpus, events_of, read
 
 from audit_notify.config import Error
 from audit_notify.rules import RuleSet, load_rules, parse_rules
@@ -33,7 +33,7 @@ def _events(*parts):
 
 def _every_event():
     events = []
-    for path in every_corpus_file():
+    for path in all_corpus_files():
         events += events_of(read(path))
     for name in sorted(os.listdir(DATA)) if os.path.isdir(DATA) else []:
         if name.endswith(".log"):

@@ -1,7 +1,8 @@
 """`audit-notify setup`, unattended, on this machine against a real Synapse;
 then a real auditd runs what it installed and a real event arrives.  Then
 setup again (nothing changes, the admin's edits stay), the doctor, and
-uninstall --purge."""
+uninstall --purge.  Under --root setup creates no user: each test creates
+it with the useradd line setup prints, as an admin would on the host."""
 
 import io
 import json
@@ -29,10 +30,27 @@ _reason = auditd_unavailable_reason()
 pytestmark = [pytest.mark.matrix, pytest.mark.auditd, pytest.mark.skipif(_reason is not None, reason=_reason or "")]
 
 
+def _host_accounts():
+    with open("/etc/passwd", "rb") as passwd, open("/etc/group", "rb") as group:
+        return passwd.read(), group.read()
+
+
 @pytest.fixture
 def root():
+    """An empty root, and the user setup asked for, made with the line it
+    printed (setup --root itself changed nothing on the host)."""
     path = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="an-setup-"))
     os.chmod(path, 0o755)  # the system user must reach its state under it
+    before = _host_accounts()
+    refused = subprocess.run(
+        [sys.executable, SCRIPT, "setup", "--root", str(path), "--user", USER, "--homeserver", "http://127.0.0.1:9",
+         "--bot", "@b:x", "--password-file", "-", "--room", "#a:x", "--matrix-commander", "/bin/true", "--no-test"],
+        capture_output=True, text=True, input="unused\n", timeout=WAIT)
+    assert refused.returncode == 1 and _host_accounts() == before and not any(path.iterdir())
+    [useradd] = [line.strip() for line in refused.stderr.splitlines() if line.strip().startswith("useradd ")]
+    assert useradd.split() == ["useradd", "--system", "--home-dir", "/var/lib/audit-notify", "--no-create-home",
+                               "--shell", "/usr/sbin/nologin", USER]
+    subprocess.run(useradd.split(), check=True)
     yield path
     subprocess.run(["pkill", "-KILL", "-u", USER])
     subprocess.run(["userdel", USER], capture_output=True)
@@ -103,7 +121,7 @@ def test_setup_then_a_real_event_arrives(tmp_path, root):
     with matrix_world(tmp_path) as world:
         first = _setup(world, root)
         assert first.returncode == 0, first.stderr
-        for said in ("created system user %s" % USER, "installed the plugin as %s/usr/local/sbin/audit-notify" % root,
+        for said in ("installed the plugin as %s/usr/local/sbin/audit-notify" % root,
                      "wrote %s/etc/audit-notify/audit-notify.conf" % root, "logged %s in" % world.bot_mxid,
                      "the bot is in %s" % world.room_alias, "wrote the auditd plugins.d entry",
                      "sent a test notification", "service auditd restart"):
@@ -160,10 +178,13 @@ def test_setup_then_a_real_event_arrives(tmp_path, root):
     while time.monotonic() < end and subprocess.run(["pgrep", "-f", str(root / "etc/audit-notify")],
                                                     capture_output=True).returncode == 0:
         time.sleep(0.1)
+    before = _host_accounts()
     gone = subprocess.run([sys.executable, SCRIPT, "uninstall", "--root", str(root), "--user", USER, "--purge"],
                           capture_output=True, text=True)
     assert gone.returncode == 0, gone.stderr
     assert not (root / "etc/audit/plugins.d/matrix-notifications.conf").exists()
     assert not (root / "usr/local/sbin/audit-notify").exists()
     assert not (root / "etc/audit-notify").exists() and not (root / "var/lib/audit-notify").exists()
-    assert subprocess.run(["id", USER], capture_output=True).returncode != 0
+    # The user is the host's: --root removes none, it says the line instead.
+    assert _host_accounts() == before
+    assert "run on the host the plugin ran on: userdel %s" % USER in gone.stdout

@@ -8,7 +8,7 @@ auparse: a rule here reads what a host's audit log holds.
 import shlex
 
 import pytest
-from corpus import events_of, every_corpus_file, read
+from corpus import all_corpus_files, events_of, read
 from records import O_RDONLY, O_WRONLY_APPEND, O_WRONLY_CREAT_TRUNC, UNSET, event, sudo_cmd
 from records import config_change as _config_change
 from records import syscall as _syscall
@@ -186,7 +186,7 @@ def test_a_known_key_says_what_the_rule_was_for():
 
 def test_every_corpus_event_gets_a_level_and_a_reason():
     seen = set()
-    for path in every_corpus_file():
+    for path in all_corpus_files():
         for one in events_of(read(path)):
             verdict = classify(one)
             assert verdict.severity in LEVELS and verdict.why, (path, one.records)

@@ -6,7 +6,7 @@ import time
 
 from corpus import events_of
 
-from audit_notify.config import Config
+from audit_notify.config import Config, Heartbeat, parse_heartbeat
 from audit_notify.counters import Counters
 from audit_notify.watcher import EDIT_EVERY, EPISODE_QUIET, SETTLE, Watcher
 
@@ -34,7 +34,7 @@ class Room:
 
 
 def _watcher(room, heartbeat="", silence=15.0, counters=None, now=T0):
-    config = Config(heartbeat=heartbeat, node_silence_minutes=silence, mention=("@admin:example.org",))
+    config = Config(heartbeat=parse_heartbeat(heartbeat), node_silence_minutes=silence, mention=("@admin:example.org",))
     return Watcher(config, room, counters or Counters(), "web1", now)
 
 
@@ -78,7 +78,7 @@ def test_numbers_that_come_late_are_not_lost_and_auditds_own_records_do_not_coun
 
 def test_a_file_read_by_hand_is_not_watched_for_gaps():
     room = Room()
-    watcher = Watcher(Config(heartbeat=""), room, Counters(), "web1", T0, live=False)
+    watcher = Watcher(Config(heartbeat=Heartbeat()), room, Counters(), "web1", T0, live=False)
     for event in _events([1, 50, 900]):
         watcher.on_event(event, T0)
     watcher.due(T0 + 3600)

@@ -177,6 +177,19 @@ def _log_somewhere(args: argparse.Namespace):
         setup_logging(Config(), to_stderr=False)
 
 
+def _report(message: str, context: str = ""):
+    """A failure for the person who ran us and for the log, each told once.
+
+    A dry run's log is stderr itself, and so is a log with no handler yet
+    (Python's last resort prints it there): writing it to stderr as well
+    printed every config error twice.
+    """
+    if not any(getattr(handler, "stream", None) is sys.stderr for handler in log.handlers):
+        sys.stderr.write("audit-notify: %s\n" % message)
+    if log.handlers:
+        log.error("%s%s", context, message)
+
+
 def _admin(argv: List[str]) -> int:
     """setup, uninstall, build: modules the plugin's run path never loads."""
     if argv[0] == "build":
@@ -215,9 +228,8 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
             known = _open_known(known_path(args.state), writable=False) if args.state else Known()
             mutes = _dry_run_mutes(args.state)
     except Error as exc:
-        sys.stderr.write("audit-notify: %s\n" % exc)
         _log_somewhere(args)
-        log.error("not started: %s", exc)
+        _report(str(exc), "not started: ")
         return 1
 
     def reload():
@@ -358,8 +370,7 @@ def serve(plugin: Plugin, sink, counters: Counters, inputs: Iterable[int], wakeu
                 break
             plugin.reader.end_of_input()
     except Error as exc:
-        log.error("%s", exc)
-        sys.stderr.write("audit-notify: %s\n" % exc)
+        _report(str(exc))
         ending = "error"
     except Exception:  # noqa: BLE001 - the last resort; what was accepted is still saved below
         counters.problem(UNEXPECTED, exc_info=True)

@@ -43,6 +43,26 @@ class Error(Exception):
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    """When the heartbeat message is edited: every day at a local time
+    (``at``: hour, minute), every ``every`` seconds, or never (neither)."""
+
+    at: Optional[Tuple[int, int]] = None
+    every: float = 0.0
+
+    def __bool__(self):
+        return self.at is not None or self.every > 0
+
+    def __str__(self):
+        if self.at is not None:
+            return "%02d:%02d" % self.at
+        if not self.every:
+            return ""
+        unit = next(u for u in "dhms" if u == "s" or self.every % UNITS[u] == 0)
+        return "every %g%s" % (self.every / UNITS[unit], unit)
+
+
+@dataclass(frozen=True)
 class Config:
     """Every setting, with the default a fresh install uses.
 
@@ -69,12 +89,12 @@ class Config:
     digest_after: int = 5
     digest_window: float = 60.0
     group_events: bool = True
-    routine_minutes: int = 60
+    routine_minutes: float = 60.0
     mention: Tuple[str, ...] = ()
     critical_room: str = ""
     warning_room: str = ""
     routine_room: str = ""
-    heartbeat: str = "09:00"
+    heartbeat: Heartbeat = Heartbeat(at=(9, 0))
     node_silence_minutes: float = 15.0
     responders: Tuple[str, ...] = ()   # who may answer from the room (answers.py); empty: those in mention
     mute: float = 8 * 3600.0           # seconds a 🔕 mutes a message's shape
@@ -102,22 +122,62 @@ _PATH_KEYS = ("matrix_commander", "credentials", "store", "blacklist", "allowlis
               "spool_dir")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
+# Numbers are written in decimal and nothing else: float() would also take
+# nan, inf, 1e9 and 1_000, which no setting means.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_DURATION = re.compile(r"(%s)\s*([A-Za-z]*)" % _NUMBER.pattern)
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_UNIT_NAMES = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_DURATION = 365 * 86400  # a year: past it a timer means "never", which no key needs
+MAX_COUNT = 1000000         # counts and sizes (a million MB is a terabyte)
 
-def _positive_number(kind):
+
+def duration_seconds(text: str, bare_unit: str = "") -> float:
+    """A duration in seconds: ``60s``, ``5m``, ``2h``, ``1d``, or a bare
+    number in ``bare_unit`` (the unit the key's name says).  Only finite
+    decimal numbers: ``nan`` and ``inf`` are not durations."""
+    found = _DURATION.fullmatch(text.strip())
+    unit = found.group(2).lower() if found else ""
+    if not found or (unit or bare_unit) not in UNITS:
+        bare = "a number of %s (30) or " % _UNIT_NAMES[bare_unit] if bare_unit else ""
+        raise ValueError("expected a duration: %sa number with a unit: 60s, 5m, 2h or 1d" % bare)
+    return float(found.group(1)) * UNITS[unit or bare_unit]
+
+
+def _duration(unit: str, off: bool = False, whole: bool = False):
+    """A key whose value is a duration, kept in the unit its name gives
+    (``routine_minutes = 2h`` is 120).  ``off``: 0 is allowed and means off;
+    ``whole``: only whole numbers of that unit (auparse takes an int)."""
     def convert(text):
-        value = kind(text)
-        if value <= 0:
-            raise ValueError("must be greater than 0")
+        seconds = duration_seconds(text, unit)
+        if seconds < 0 or (seconds == 0 and not off):
+            raise ValueError("must be greater than 0" if not off else "must be 0 (off) or more")
+        if seconds > MAX_DURATION:
+            raise ValueError("must be at most 365d")
+        value = seconds / UNITS[unit]
+        if whole:
+            if value != int(value):
+                raise ValueError("must be a whole number of %s" % _UNIT_NAMES[unit])
+            return int(value)
         return value
 
     return convert
 
 
-def _count(text):
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
+def _whole(minimum: int, what: str):
+    """A count or size: a whole number from ``minimum`` to MAX_COUNT;
+    ``what`` says of what, with an example ("megabytes, like 64")."""
+    def convert(text):
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise ValueError("expected a whole number of %s" % what)
+        value = int(text)
+        if value < minimum:
+            raise ValueError("must be %s" % ("greater than 0" if minimum == 1 else "0 (off) or more"))
+        if value > MAX_COUNT:
+            raise ValueError("must be at most %d" % MAX_COUNT)
+        return value
+
+    return convert
 
 
 def _choice(choices):
@@ -147,85 +207,78 @@ def _mxids(text):
     return ids
 
 
-def _heartbeat(text):
-    """"HH:MM" (daily, local time), "every 30m" / "every 2h" ("every 20s"
-    for tests), or "" (off)."""
+def parse_heartbeat(text: str) -> Heartbeat:
+    """"HH:MM" (daily, local time), "every 30m" / "every 2h" (any duration
+    with its unit; "every 20s" for tests), or "" (off)."""
     if not text:
-        return ""
-    if re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", text):
-        return text
-    found = re.fullmatch(r"every (\d+)([smh])", text)
-    if found and int(found.group(1)) > 0:
-        return text
-    raise ValueError("must be a time of day like 09:00, 'every 30m' or 'every 2h', or empty (off)")
+        return Heartbeat()
+    daily = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", text)
+    if daily:
+        return Heartbeat(at=(int(daily.group(1)), int(daily.group(2))))
+    every = re.fullmatch(r"every\s+(.+)", text)
+    if not every:
+        raise ValueError("expected a time of day like 09:00, 'every 30m' or 'every 2h', or nothing (off)")
+    try:
+        seconds = duration_seconds(every.group(1))
+    except ValueError:
+        raise ValueError("'every' takes a duration with its unit, like 'every 30m', 'every 2h' or 'every 1d'") \
+            from None
+    if not 1 <= seconds <= MAX_DURATION:
+        raise ValueError("every must be from 1s to 365d")
+    return Heartbeat(every=seconds)
 
 
-def _nonnegative(text):
-    value = float(text)
-    if value < 0:
-        raise ValueError("must be 0 (off) or more")
-    return value
-
-
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-
-
-def _duration(text):
-    """Seconds from "8h", "15m", "90s", "1d" or a bare number of seconds."""
-    found = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|)", text)
-    if not found:
-        raise ValueError("must be a duration like 90s, 15m, 8h or 1d")
-    return float(found.group(1)) * _DURATION_UNITS[found.group(2)]
-
-
-def _positive_duration(text):
-    value = _duration(text)
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
+_ROOM = re.compile(r"[#!][^\s:]+:\S+")
 
 
 def _room(text):
-    if text and not text.startswith(("#", "!")):
+    if text and not _ROOM.fullmatch(text):
         raise ValueError("must be a room alias (#name:server) or id")
     return text
 
 
 _CONVERTERS = {
-    "send_timeout": _positive_number(float),
-    "eoe_timeout": _positive_number(int),
+    "send_timeout": _duration("s"),
+    "eoe_timeout": _duration("s", whole=True),
     "log_level": _choice(_LOG_LEVELS),
-    "spool_max_mb": _positive_number(int),
-    "spool_max_age_hours": _positive_number(float),
-    "max_messages_per_minute": _count,
-    "digest_after": _count,
-    "digest_window": _positive_number(float),
+    "spool_max_mb": _whole(1, "megabytes, like 64"),
+    "spool_max_age_hours": _duration("h"),
+    "max_messages_per_minute": _whole(0, "messages, like 30 (0: no cap)"),
+    "digest_after": _whole(0, "repeats, like 5 (0: never count)"),
+    "digest_window": _duration("s"),
     "group_events": _yes_no,
-    "routine_minutes": _positive_number(int),
+    "routine_minutes": _duration("m"),
     "mention": _mxids,
     "room": _room,
     "critical_room": _room,
     "warning_room": _room,
     "routine_room": _room,
-    "heartbeat": _heartbeat,
-    "node_silence_minutes": _nonnegative,
+    "heartbeat": parse_heartbeat,
+    "node_silence_minutes": _duration("m", off=True),
     "responders": _mxids,
-    "mute": _positive_duration,
-    "reannounce": _duration,
-    "reannounce_times": _count,
+    "mute": _duration("s"),
+    "reannounce": _duration("s", off=True),
+    "reannounce_times": _whole(0, "times, like 2 (0: never)"),
 }
+
+# A comment after a value: "#" at the start (nothing else on the line
+# but the key) or after a space.  A room alias (#audit:example.org) has
+# no space before its "#" and is a value.
+_INLINE_COMMENT = re.compile(r"^#(?:\s|$)|\s#")
 
 
 def parse_config(text: str, path: str) -> Config:
-    """Parse a config file strictly: unknown keys and bad values are errors.
+    """Parse a config file strictly: unknown keys and bad values are errors
+    that name ``file:line`` and say in words what was expected.
 
     Relative paths are taken relative to the config file's directory, so a
-    config next to its blacklist works from anywhere.
+    config next to its blacklist works from anywhere.  A UTF-8 byte order
+    mark (some Windows editors write one) is not part of the first key.
     """
     known = set(Config.__dataclass_fields__) - {"source"}
     values = {}
     base = os.path.dirname(os.path.abspath(path))
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.lstrip("\ufeff").splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -238,6 +291,9 @@ def parse_config(text: str, path: str) -> Config:
             raise Error("%s: unknown key %r (known: %s)" % (where, key, ", ".join(sorted(known))))
         if key in values:
             raise Error("%s: %r is set twice" % (where, key))
+        if _INLINE_COMMENT.search(value):
+            raise Error("%s: %s = %r: a comment after the value; comments go on their own line, "
+                        "starting with #" % (where, key, value))
         if key in _PATH_KEYS and value and not os.path.isabs(value):
             value = os.path.normpath(os.path.join(base, value))
         try:

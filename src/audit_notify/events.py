@@ -233,6 +233,34 @@ def _read_records(au) -> Tuple[List[Tuple[str, Dict[str, str]]], bool, int, List
     return records, ended, skipped, texts
 
 
+# The longest account name the system allows, in bytes with its NUL
+# (LOGIN_NAME_MAX on Linux; useradd stops at 32).
+NAME_MAX_BYTES = 256
+
+
+def _overlong_account(au) -> bool:
+    """Whether an ``acct=`` of the event is longer than any account name.
+    auparse's normalizer looks acct up by name (getpwnam in
+    set_subject_what, for a USER_LOGIN), and NSS may abort the process on
+    a name of megabytes (systemd's userdb asserts that it fits its stack).
+    Such an event is not normalized; its fields are read as they are.  The
+    cursor is left on the first record, where the normalizer starts."""
+    au.first_record()
+    try:
+        value = au.find_field("acct")
+        while value is not None:
+            if (len(value) - 2 if value[:1] == '"' else len(value) // 2) >= NAME_MAX_BYTES:  # quoted, or hex
+                return True
+            value = au.find_field_next()
+    except UnicodeDecodeError as exc:  # not UTF-8: judged by its bytes
+        return len(exc.object) >= NAME_MAX_BYTES
+    except OSError:  # the binding's "not found" with a stale errno
+        pass
+    finally:
+        au.first_record()
+    return False
+
+
 def _normalized(au, auparse) -> Dict[str, str]:
     """The original script's fields, computed the same way: subjects read
     "value = field" ("system" for an unset primary), objects "field = value",
@@ -241,6 +269,9 @@ def _normalized(au, auparse) -> Dict[str, str]:
     fields read before would change its answers (an AVC on a directory
     came out "admin-defined-rule" instead of "file")."""
     out: Dict[str, str] = {}
+    if _overlong_account(au):
+        out["error"] = "Error normalizing: an account name longer than any the system allows (not looked up)"
+        return out
     if au.aup_normalize(auparse.NORM_OPT_NO_ATTRS):
         out["error"] = "Error normalizing"
         return out

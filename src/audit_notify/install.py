@@ -3,8 +3,12 @@
 Every step is idempotent and says what it did; nothing the admin edited
 is overwritten.  Every answer has a flag, so both run unattended (the
 password comes from a file or stdin, never argv).  Paths are under
-``--root``, so tests install into a directory.  The plugin's own run path
-never imports this module.
+``--root``, so tests install into a directory; under a root other than /
+nothing outside it is touched: the system user is neither created nor
+removed, the line that would do it is printed instead.  What setup needs
+from outside (matrix-commander, the user) is checked before anything is
+written; a step that fails later says what the steps before it left.
+The plugin's own run path never imports this module.
 """
 
 from __future__ import annotations
@@ -42,12 +46,23 @@ class Answers:
     matrix_commander: str = DEFAULT_MATRIX_COMMANDER
 
 
+def useradd_argv(name: str) -> List[str]:
+    """The system user the plugin becomes: no home of its own to create (its
+    HOME is the state directory, which setup makes), no login shell."""
+    return ["useradd", "--system", "--home-dir", INSTALL_PATHS["state_dir"], "--no-create-home",
+            "--shell", "/usr/sbin/nologin", name]
+
+
 class Setup:
     """`audit-notify setup` / `uninstall`: every step idempotent, every
-    step said.  Paths are under ``root`` (tests install into a directory)."""
+    step said.  Paths are under ``root`` (tests install into a directory);
+    a root other than / is a tree apart: the host's users are left alone."""
 
     def __init__(self, answers: Answers, root: str, out, run=subprocess.run):
+        root = os.path.abspath(root)  # a relative root would write paths that resolve elsewhere
         self.answers, self.root, self.out, self.run = answers, root, out, run
+        self.on_host = os.path.realpath(root) == "/"
+        self.left: List[str] = []  # what this run wrote, said if a later step fails
         self.paths = {k: os.path.join(root, v.lstrip("/")) for k, v in INSTALL_PATHS.items()}
         config_dir, state = self.paths["config_dir"], self.paths["state_dir"]
         self.config_path = os.path.join(config_dir, "audit-notify.conf")
@@ -62,36 +77,79 @@ class Setup:
         self.out.flush()
 
     def install(self, send_test: bool = True) -> int:
+        """Check what setup needs from outside, then install step by step;
+        a step that fails says why and what the steps before it left."""
+        self._check_matrix_commander()
         account = self._user()
-        self._dirs(account)
-        self._executable()
-        self._config()
-        self._login(account)
-        self._join(account)
-        self._plugin_entry()
-        self._relabel()
-        if send_test:
-            ok, detail = send_once(self.config, test_content("setup"), account, self.run)
-            if not ok:
-                raise Error("the test notification was not sent: %s" % detail)
-            self.say("sent a test notification (%s)" % detail)
+        try:
+            self._dirs(account)
+            self._executable()
+            self._config()
+            self._login(account)
+            self._join(account)
+            self._plugin_entry()
+            self._relabel()
+            if send_test:
+                ok, detail = send_once(self.config, test_content("setup"), account, self.run)
+                if not ok:
+                    raise Error("the test notification was not sent: %s" % detail)
+                self.say("sent a test notification (%s)" % detail)
+        except (Error, OSError, subprocess.CalledProcessError) as exc:
+            raise Error("%s\n%s" % (exc, self._what_is_left())) from None
         self.say("done. Now restart auditd so that it starts the plugin: service auditd restart\n"
                  "and check it: %s --check --config %s" % (self.paths["executable"], self.config_path))
         return 0
 
+    def _what_is_left(self) -> str:
+        if not self.left:
+            return "setup stopped before writing anything."
+        return ("setup stopped; this run wrote %s. Fix the above and run setup again (it keeps what is there and "
+                "goes on), or remove it all with: %s" % (", ".join(self.left), self.purge_command()))
+
+    def purge_command(self) -> str:
+        """The exact command that removes this install: from its own copy
+        of the plugin (which the purge removes last), or, before that copy
+        is installed, from the program running now."""
+        program = self.paths["executable"]
+        if not os.path.exists(program):
+            program = "%s %s" % (sys.executable, os.path.abspath(sys.argv[0]))
+        flags = "" if self.on_host else " --root %s" % self.root
+        if self.answers.user != "audit-notify":
+            flags += " --user %s" % self.answers.user
+        return "%s uninstall --purge%s" % (program, flags)
+
+    def _check_matrix_commander(self):
+        """Before anything is written: setup cannot log in without it."""
+        program = self.answers.matrix_commander
+        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+            raise Error("matrix-commander is not installed at %s (or not executable). Install it first: "
+                        "PIPX_HOME=/opt/pipx PIPX_BIN_DIR=/usr/local/bin pipx install matrix-commander "
+                        "(README, Install), or give its path with --matrix-commander. setup wrote nothing."
+                        % program)
+
     def _user(self) -> Account:
+        """The system user, created on the host; under another root, the
+        host's users are not ours to change: say the line and stop."""
         name = self.answers.user
         if name != "root":
             try:
                 pwd.getpwnam(name)
             except KeyError:
-                self.run(["useradd", "--system", "--home-dir", INSTALL_PATHS["state_dir"], "--no-create-home",
-                          "--shell", "/usr/sbin/nologin", name], check=True)
+                line = " ".join(useradd_argv(name))
+                if not self.on_host:
+                    raise Error("user %s does not exist, and setup --root %s creates no user on this system. Run "
+                                "on the host the plugin will run on:\n  %s\nthen run setup again. setup wrote "
+                                "nothing." % (name, self.root, line)) from None
+                self.run(useradd_argv(name), check=True)
                 self.say("created system user %s" % name)
+                self.left.append("the user %s" % name)
         return lookup_user(name)
 
     def _dirs(self, account: Account):
         config_dir = self.paths["config_dir"]
+        for path in (config_dir, self.config.state_dir):
+            if not os.path.isdir(path):
+                self.left.append(path + "/")
         os.makedirs(config_dir, mode=0o750, exist_ok=True)
         os.chown(config_dir, 0, account.gid)  # the user may read its config (SIGHUP reload)
         os.chmod(config_dir, 0o750)
@@ -111,6 +169,7 @@ class Setup:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         bundle.write(target, data)
         self.say("installed the plugin as %s" % target)
+        self.left.append(target)
 
     def _config(self):
         """Write config and blacklist once; never overwrite what the admin edited."""
@@ -122,12 +181,14 @@ class Setup:
                 "%s = %s\n" % (k, getattr(self.config, k)) for k in keys)
             _write_new(self.config_path, text, 0o640, gid=lookup_user(self.answers.user).gid)
             self.say("wrote %s" % self.config_path)
+            self.left.append(self.config_path)
         if os.path.exists(self.config.blacklist):
             self.say("kept the existing blacklist %s" % self.config.blacklist)
         else:
             text = pkgutil.get_data(__package__, "blacklist.example").decode("utf-8")
             _write_new(self.config.blacklist, text, 0o640, gid=lookup_user(self.answers.user).gid)
             self.say("wrote %s (the shipped blacklist.example)" % self.config.blacklist)
+            self.left.append(self.config.blacklist)
 
     def _login(self, account: Account):
         creds = self.config.credentials
@@ -150,6 +211,7 @@ class Setup:
                 raise Error("matrix-commander did not log the bot in (no %s written)" % fresh)
         os.rename(fresh, creds)
         self.say("logged %s in; credentials in %s" % (a.bot or "the bot", creds))
+        self.left.append(creds)
 
     def _token_login(self, account: Account, fresh: str):
         """Credentials from an access token.  matrix-commander starts the
@@ -182,9 +244,16 @@ class Setup:
         self.say("the bot is in %s" % self.config.room)
 
     def _mc(self, argv: List[str], account: Account, stdin: str, what: str):
-        result = self.run(argv, input=stdin.encode(), capture_output=True, env=mc_env(self.config),
-                          cwd=self.config.state_dir,
-                          timeout=120, start_new_session=True, umask=0o077, **run_as(account))
+        try:
+            result = self.run(argv, input=stdin.encode(), capture_output=True, env=mc_env(self.config),
+                              cwd=self.config.state_dir,
+                              timeout=120, start_new_session=True, umask=0o077, **run_as(account))
+        except OSError as exc:
+            raise Error("could not %s: cannot run %s (%s); --matrix-commander names it"
+                        % (what, argv[0], exc.strerror or exc)) from None
+        except subprocess.TimeoutExpired:
+            raise Error("could not %s: matrix-commander gave no answer in 120 s (is the homeserver up?)" % what) \
+                from None
         if result.returncode != 0:
             raise Error("could not %s: %s" % (what, first_error_line(result.stderr.decode("utf-8", "replace"))
                                               or "matrix-commander exit code %d" % result.returncode))
@@ -199,6 +268,7 @@ class Setup:
                     return
         _write_new(target, text, 0o640, replace=True)
         self.say("wrote the auditd plugins.d entry %s" % target)
+        self.left.append(target)
 
     def _relabel(self):
         """Where SELinux is on, give what setup wrote its labels from the
@@ -211,33 +281,55 @@ class Setup:
         self.say("relabelled for SELinux: %s" % " ".join(paths))
 
     def uninstall(self, purge: bool) -> int:
-        """Remove the plugins.d entry and the plugin; with ``purge`` also
-        config, state and user.  A purge while the plugin still runs would
-        delete its live spool and fail at userdel: it is refused before
-        anything is touched."""
+        """Without ``purge``: remove the plugins.d entry, so that auditd runs
+        the plugin no more once restarted; keep the plugin, config and state,
+        so that ``audit-notify uninstall --purge`` still runs afterwards.
+        With ``purge``: the plugin, config, state and user too.  A purge
+        while the plugin still runs would delete its live spool and fail at
+        userdel: it is refused before anything is touched."""
         running = self._running()
         if purge and running:
             raise Error("the plugin is still running (pid %s): its spool is in %s. Remove the plugins.d entry "
                         "(uninstall without --purge), restart auditd (service auditd restart), then run "
                         "uninstall --purge again" % (", ".join(map(str, running)), self.paths["state_dir"]))
-        for key in ("plugins_d", "executable"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.paths[key])
+        command = self.purge_command()
+        self._remove(self.paths["plugins_d"])
+        if not purge:
+            self.say("kept the plugin %s, %s and %s" % (self.paths["executable"], self.paths["config_dir"],
+                                                        self.paths["state_dir"]))
+            if running:
+                self.say("the plugin still runs (pid %s) until auditd restarts" % ", ".join(map(str, running)))
+            self.say("now restart auditd, so that it stops running the plugin: service auditd restart\n"
+                     "then remove the plugin, its config, its state and its user: %s" % command)
+            return 0
+        for key in ("config_dir", "state_dir"):
+            if os.path.isdir(self.paths[key]):
+                shutil.rmtree(self.paths[key])
                 self.say("removed %s" % self.paths[key])
-        if purge:
-            for key in ("config_dir", "state_dir"):
-                shutil.rmtree(self.paths[key], ignore_errors=True)
-                self.say("removed %s" % self.paths[key])
-            if self.answers.user != "root" and self.run(["id", self.answers.user], capture_output=True).returncode == 0:
-                self.run(["userdel", self.answers.user], check=True)
-                self.say("removed user %s" % self.answers.user)
-        else:
-            self.say("kept %s and %s (uninstall --purge removes them)" % (self.paths["config_dir"],
-                                                                         self.paths["state_dir"]))
-        if running:
-            self.say("the plugin still runs (pid %s) until auditd restarts" % ", ".join(map(str, running)))
-        self.say("restart auditd: service auditd restart")
+        self._remove(self.paths["executable"])  # last: it is the copy that runs this purge
+        self._remove_user()
+        self.say("restart auditd if it has not been since the plugin ran: service auditd restart")
         return 0
+
+    def _remove(self, path: str):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            self.say("removed %s" % path)
+
+    def _remove_user(self):
+        name = self.answers.user
+        if name == "root":
+            return
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            return
+        if not self.on_host:
+            self.say("kept the user %s: uninstall --root %s changes no user on this system. If no other install "
+                     "uses it, run on the host the plugin ran on: userdel %s" % (name, self.root, name))
+            return
+        self.run(["userdel", name], check=True)
+        self.say("removed user %s" % name)
 
     def _running(self) -> List[int]:
         """Pids of plugins running with this install's config, and of any
@@ -262,14 +354,19 @@ def _write_new(path: str, text: str, mode: int, uid: int = 0, gid: int = 0, repl
         os.unlink(tmp)
         return
     os.rename(tmp, path)
+
+
 def parse_setup_args(argv: Sequence[str]) -> argparse.Namespace:
     """`setup` and `uninstall`: every answer has a flag, so both run unattended."""
     parser = argparse.ArgumentParser(prog="audit-notify " + argv[0], description=(
         "Install the plugin: system user, directories, config and blacklist (never overwriting yours), the bot's "
         "login, the room, the auditd plugins.d entry, and a test notification.  Safe to run again."
-        if argv[0] == "setup" else "Remove the plugins.d entry and the installed plugin (--purge: config, "
-                                   "state and user too)."))
-    parser.add_argument("--root", default="/", help="install under this directory (default /)")
+        if argv[0] == "setup" else "Remove the plugins.d entry, so that auditd stops running the plugin once "
+                                   "restarted; the plugin, config and state stay until --purge, which removes "
+                                   "them and the user (refused while the plugin still runs)."))
+    parser.add_argument("--root", default="/", help=(
+        "install under this directory (default /); nothing outside it is touched: the system user is neither "
+        "created nor removed, the useradd or userdel line to run on the real host is printed instead"))
     parser.add_argument("--user", default="audit-notify", help="system user to run as (default audit-notify)")
     if argv[0] == "setup":
         parser.add_argument("--homeserver", help="homeserver URL, e.g. https://matrix.example.org")
@@ -284,7 +381,7 @@ def parse_setup_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.add_argument("--matrix-commander", default=DEFAULT_MATRIX_COMMANDER)
         parser.add_argument("--no-test", action="store_true", help="do not send a test notification")
     else:
-        parser.add_argument("--purge", action="store_true", help="also remove config, state and the user")
+        parser.add_argument("--purge", action="store_true", help="also remove the plugin, config, state and the user")
     return parser.parse_args(argv[1:])
 
 
@@ -323,6 +420,7 @@ def _answers(args: argparse.Namespace, stdin=sys.stdin) -> Answers:
 def main(argv: List[str]) -> int:
     """``setup ...`` or ``uninstall ...``."""
     args = parse_setup_args(argv)
+    args.root = os.path.abspath(args.root)
     try:
         if argv[0] == "uninstall":
             return Setup(Answers(user=args.user), args.root, sys.stdout).uninstall(args.purge)

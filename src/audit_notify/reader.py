@@ -36,9 +36,12 @@ AUPARSE_PACKAGE_HINT = (
 READ_SIZE = 65536
 # Events held back at most, waiting for more of their records.
 HOLD_MAX = 1000
-# An unfinished input line longer than this is not carried to the next read
-# (a record line is at most ~9 KB plus its enrichment).
+# The longest input line passed on: auditd writes a record line of at most
+# ~9 KB (the kernel's MAX_AUDIT_MESSAGE_LENGTH, 8970) plus its enrichment.
+# A longer line is not audit data from auditd (a file fed by hand): it is cut
+# here, before auparse, which would hold and parse all of it.
 MAX_LINE_BYTES = 65536
+LINE_CUT = "input lines longer than %d bytes cut there (auditd writes at most ~9 KB a record line)" % MAX_LINE_BYTES
 # Record types one event may have several of; any other type seen again
 # under the same event id means another event with that id.
 _REPEATING_TYPES = frozenset(("PATH", "EXECVE", "AVC", "AVC_PATH", "OBJ_PID", "SOCKADDR", "UNKNOWN"))
@@ -267,6 +270,8 @@ class EventReader:
         self._timeout = eoe_timeout
         self._line_open = False
         self._line_head = b""  # the first bytes of a line that is not finished
+        self._line_bytes = 0   # bytes of the unfinished line passed on so far (at most MAX_LINE_BYTES)
+        self._cutting = False  # in a line cut at MAX_LINE_BYTES: its bytes are dropped up to its newline
         self._tail = b""       # the unfinished last line, for _whole_lines
         self._eoes: set = set()  # ids whose EOE auparse has read a line past
         self._last_eoes: set = set()  # ids whose EOE is the last line read
@@ -384,6 +389,8 @@ class EventReader:
 
     def feed(self, data: bytes):
         if data:
+            data = self._cut_long_lines(data)
+        if data:
             self._count_strays(data)
             lines = self._whole_lines(data)
             if lines:
@@ -395,16 +402,52 @@ class EventReader:
             self._line_open = not data.endswith(b"\n")
             self._release()
 
+    def _cut_long_lines(self, data: bytes) -> bytes:
+        """``data`` with each line cut at MAX_LINE_BYTES, however the input
+        is split into reads: the first MAX_LINE_BYTES of a longer line are
+        passed on, the rest is dropped up to its newline, which is passed
+        on.  Each cut is counted (and logged once).  Without a long line
+        (always, from auditd) this is a few searches of ``data`` in C."""
+        pos, run, out, before = 0, 0, [], self._line_bytes
+        if self._cutting:  # the rest of a line cut in an earlier read
+            end = data.find(b"\n")
+            self._dropped(data, 0, len(data) if end < 0 else end)
+            if end < 0:
+                return b""
+            self._cutting = False
+            run, pos, before = end, end + 1, 0
+        while True:
+            found = _long_line(data, pos, before)
+            if found is None:
+                break
+            start, end = found
+            keep = start + MAX_LINE_BYTES - (before if start == pos else 0)
+            out.append(data[run:keep])
+            self._counters.problem(LINE_CUT)
+            self._dropped(data, keep, end)
+            if end == len(data):  # its newline is in a later read
+                self._cutting, self._line_bytes = True, MAX_LINE_BYTES
+                return b"".join(out)
+            run, pos, before = end, end + 1, 0
+        if run:
+            out.append(data[run:])
+            data = b"".join(out)
+        last = data.rfind(b"\n")
+        self._line_bytes = len(data) - last - 1 if last >= 0 else self._line_bytes + len(data)
+        return data
+
+    def _dropped(self, data: bytes, start: int, end: int):
+        """What a cut drops still says whether the stream is enriched."""
+        if self._lines is not None and data.find(b"\x1d", start, end) >= 0:
+            self._lines.enriched = True
+
     def _whole_lines(self, data: bytes) -> bytes:
         """The lines this read finishes, the unfinished one before it
-        included; the rest waits for the next read."""
+        included; the rest waits for the next read (at most MAX_LINE_BYTES:
+        the lines are cut before)."""
         text = self._tail + data
         end = text.rfind(b"\n") + 1
         self._tail = text[end:]
-        if len(self._tail) > MAX_LINE_BYTES:
-            if self._lines is not None and b"\x1d" in self._tail:
-                self._lines.enriched = True  # what is cut away still says the stream is enriched
-            self._tail = b""
         return text[:end]
 
     def _note_eoes(self, text: bytes):
@@ -485,6 +528,37 @@ class EventReader:
         self.end_of_input()
         self._parser.flush_feed()
         self._emit_held()
+
+
+def _long_line(data: bytes, pos: int, before: int) -> Optional[Tuple[int, int]]:
+    """(start, end) of the first line in ``data[pos:]`` longer than
+    MAX_LINE_BYTES (``end``: its newline, or the end of ``data``), the
+    line at ``pos`` counting the ``before`` bytes it had in earlier reads;
+    None if there is none.  Such a line holds a whole window of half that
+    length, aligned from the line after ``pos``: only windows without a
+    newline are looked at more closely, so short lines cost one search
+    per window, not one per line."""
+    size, half = len(data), MAX_LINE_BYTES // 2
+    first = data.find(b"\n", pos)
+    if before + (size if first < 0 else first) - pos > MAX_LINE_BYTES:
+        return pos, size if first < 0 else first
+    if first < 0:
+        return None
+    at = first + 1
+    while True:
+        window = at
+        while window + half <= size and data.find(b"\n", window, window + half) >= 0:
+            window += half
+        if window + half > size:
+            return None
+        start = data.rfind(b"\n", at - 1, window) + 1
+        end = data.find(b"\n", window + half)
+        end = size if end < 0 else end
+        if end - start > MAX_LINE_BYTES:
+            return start, end
+        if end == size:
+            return None
+        at = end + 1
 
 
 # bytes.count() searches a span of 30,000 bytes or more with an algorithm

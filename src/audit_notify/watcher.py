@@ -23,12 +23,11 @@ Time is the wall clock, passed in: tests need no sleeps.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .config import Config
+from .config import Config, Heartbeat
 from .counters import Counters
 from .events import Event
 from .format import compose
@@ -130,7 +129,7 @@ class Watcher:
         self.silent: Dict[str, float] = {}         # remote node -> when it was said to be silent
         self.started = now
         self.kernel_baseline = kernel_lost  # the kernel's lost count at start (kernel.status), if known
-        self.heartbeat: Optional[str] = None
+        self.heartbeat: Optional[Heartbeat] = None
         # The mutes that last (answers.Mutes.summary): the heartbeat shows
         # them, and the watcher's own messages are never muted.
         self.muted: Callable[[], List[str]] = list
@@ -144,7 +143,7 @@ class Watcher:
         self.local = local_node
         self.mentions = config.mention
         self.silence = config.node_silence_minutes * 60.0
-        heartbeat = config.heartbeat if self.live else ""
+        heartbeat = config.heartbeat if self.live else Heartbeat()
         if heartbeat != self.heartbeat:
             self.heartbeat = heartbeat
             self.next_beat = self._next_beat(now)
@@ -264,12 +263,11 @@ class Watcher:
     # -- heartbeat ---------------------------------------------------------------
 
     def _next_beat(self, now: float) -> Optional[float]:
-        every = re.fullmatch(r"every (\d+)([smh])", self.heartbeat)
-        if every:
-            return now + int(every.group(1)) * {"s": 1, "m": 60, "h": 3600}[every.group(2)]
-        if not self.heartbeat:
+        if self.heartbeat.every:
+            return now + self.heartbeat.every
+        if self.heartbeat.at is None:
             return None
-        hour, minute = (int(part) for part in self.heartbeat.split(":"))
+        hour, minute = self.heartbeat.at
         local = time.localtime(now)
         today = time.mktime((local.tm_year, local.tm_mon, local.tm_mday, hour, minute, 0, 0, 0, -1))
         return today if today > now else time.mktime((local.tm_year, local.tm_mon, local.tm_mday + 1, hour,
