@@ -15,7 +15,8 @@ For each DAY it prints:
   no message (filtered out);
 * the warning and critical messages that hold ONLY ordinary work (none of
   the events of any attack-kind action), with their headlines;
-* the number of messages.
+* the number of messages, and (for days whose manifest lists "secrets")
+  how many show a password typed on a command line.
 
 --twice feeds the day, then the same day again with every time one day
 later (new serials), into the same plugin, and prints the second pass:
@@ -69,6 +70,10 @@ def score(day, second=False):
     for note in messages:
         by[note.severity or "-"] = by.get(note.severity or "-", 0) + 1
     out.append("messages: %d (%s)" % (len(messages), ", ".join("%s %d" % kv for kv in sorted(by.items()))))
+    secrets = day.manifest.get("secrets", [])
+    if secrets:
+        shown = [n for n in messages if any(s in n.body or s in n.html for s in secrets)]
+        out.append("messages showing a typed password (manifest secrets): %d" % len(shown))
     if second:
         edited = [day.sent[key] for key in day.second_edits]
         out.append("first-day messages edited during the second pass: %d" % len(edited))
