@@ -5,93 +5,21 @@ blacklist.example).  The manifest beside each log says, action by
 action, what happened and how much it matters; this checks what the room
 would show against it.
 
-An action's events are found as the manifest's notes say: within its time
-window, carrying its user (auid, the acct of PAM records, or the
-attacker's address), and holding one of its needles or record types.
-Actions the rule set leaves no trace of are not held against the plugin,
+An action's events are found as the manifest's notes say (see
+tests/days.py, shared with tests/data/days/score.py).  Actions the rule set leaves no trace of are not held against the plugin,
 but each day must show most of them.
 """
 
-import json
 import os
 import re
 
 import pytest
-from corpus import DATA, ROOT, events_of, read
+from days import DAYS, Day
 
-from audit_notify.config import Config
-from audit_notify.counters import Counters
-from audit_notify.notify import Notifier
-from audit_notify.rules import load_ruleset
 from audit_notify.severity import RANK
 
-DAYS = os.path.join(DATA, "days")
 NAMES = ("neo23x0", "stig", "neo23x0-enriched")
 MAX_MESSAGES = 50  # the issue's bound for such a day (it measured ~940 before)
-
-
-def _config():
-    return Config(blacklist=os.path.join(ROOT, "blacklist.example"))
-
-
-class Day:
-    """A recorded day: its manifest, its events, and the room the plugin
-    makes of it (each message in its last version)."""
-
-    def __init__(self, name):
-        self.name = name
-        with open(os.path.join(DAYS, name + ".manifest.json"), encoding="utf-8") as handle:
-            self.manifest = json.load(handle)
-        self.log = os.path.join(DAYS, name + ".log")
-        data = read(self.log)
-        self.events = events_of(data, node="vm")
-        self.lines = {}  # serial -> the raw lines of its event
-        for line in data.decode("utf-8", "surrogateescape").splitlines():
-            found = re.search(r"msg=audit\((\d+\.\d+):(\d+)\)", line)
-            if found:
-                self.lines.setdefault(found.group(2), []).append((float(found.group(1)), line))
-        self.counters = Counters()
-        self.sent, self.versions = {}, {}
-        config = _config()
-        notifier = Notifier(config, load_ruleset(config), self._accept, self.counters)
-        for event in self.events:
-            notifier.on_event(event)
-        notifier.close_all()
-        self.notifier = notifier
-
-    def _accept(self, note):
-        self.sent[note.key] = note
-        self.versions[note.key] = self.versions.get(note.key, 0) + 1
-
-    def messages(self, kind=None):
-        return [n for n in self.sent.values() if kind is None or n.kind == kind]
-
-    def evidence(self, action):
-        """The serials of the events that show an action."""
-        match = action["match"]
-        low, high = action["epoch"] - 0.5, action["epoch_end"] + 1.5
-        needles = [n for n in match.get("needles", []) if n]
-        hexed = [n.strip('"').encode().hex().upper() for n in needles]
-        user = str(match.get("uid", ""))
-        serials = set()
-        for serial, lines in self.lines.items():
-            when = lines[0][0]
-            if not low <= when <= high:
-                continue
-            text = "\n".join(line for _, line in lines)
-            mine = (" auid=%s " % user in text or 'acct="%s"' % action.get("user", "") in text or
-                    (action.get("source") not in (None, "", "-", "127.0.0.1") and action["source"] in text))
-            if not mine:
-                continue
-            shown = any(n in text for n in needles) or any(h in text for h in hexed) or \
-                any("type=%s " % t in text for t in match.get("types", []))
-            if shown:
-                serials.add(serial)
-        return serials
-
-    def where(self, serials):
-        """The messages that hold any of these events."""
-        return [n for n in self.sent.values() if set(n.serials) & serials]
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -102,8 +30,7 @@ def day(request):
 
 
 def _actions(day, kind=None, severity=None):
-    return [a for a in day.manifest["actions"] if (kind is None or a["kind"] == kind) and
-            (severity is None or a["severity"] == severity)]
+    return day.actions(kind, severity)
 
 
 def test_every_critical_attack_is_a_critical_message_of_its_own(day):

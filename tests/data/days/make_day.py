@@ -17,6 +17,12 @@ folder for how the bundled recordings were made.
     /opt/audit-notify-test/py/bin/python tests/data/days/make_day.py \
         --build-rules --day stig --repo /path/to/linux-audit/audit-userspace
 
+    # the second day plan (intrusion.py: a web shell, a reverse shell and an
+    # intrusion done through command lines) under admin.rules (hand-written)
+    # or bfuzzy.rules (bfuzzy/auditd-attack)
+    /opt/audit-notify-test/py/bin/python tests/data/days/make_day.py \
+        --day admin --format RAW --out tests/data/days/admin.log
+
 Recording writes OUT (what a plugin reads on stdin: the only plugin of the
 private auditd is `/bin/sh -c 'exec /bin/cat >> FILE'`), and beside it
 OUT-without-.log + `.manifest.json` (every action: time, kind routine|attack,
@@ -162,7 +168,12 @@ SOURCES = {
         "rules/31-privileged.rules", "rules/42-injection.rules",
         "rules/43-module-load.rules", "rules/44-installers.rules",
         "rules/71-networking.rules"]),
+    "bfuzzy": ("bfuzzy/auditd-attack", ["auditd-attack.rules"]),
 }
+# days whose plan is the second one (intrusion.py: web shell, reverse shell,
+# command-line-only persistence, ...); "admin" has hand-written rules, so no
+# upstream source
+SECOND_PLAN_DAYS = ("admin", "bfuzzy")
 LICENSES = {
     "Neo23x0/auditd": (
         "Apache License 2.0 (LICENSE in the repository; "
@@ -174,6 +185,9 @@ LICENSES = {
         "rules). Copyright Red Hat Inc. and contributors. Redistributed as "
         "test data with the changes listed below; not linked with or part of "
         "audit-notify's MIT-licensed code."),
+    "bfuzzy/auditd-attack": (
+        "MIT License (LICENSE in the repository), Copyright (c) 2018 bfuzzy. "
+        "Redistributed as test data with the changes listed below."),
 }
 # option lines never loaded: (first token, reason)
 DROP_OPTS = {
@@ -1407,7 +1421,7 @@ def record(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--day", required=True, choices=sorted(SOURCES))
+    ap.add_argument("--day", required=True, choices=sorted(set(SOURCES) | set(SECOND_PLAN_DAYS)))
     ap.add_argument("--format", default="RAW", choices=["RAW", "ENRICHED"])
     ap.add_argument("--out", help="recording (plugin stream); default tests/data/days/DAY.log")
     ap.add_argument("--rules", help="rule file to load; default tests/data/days/DAY.rules")
@@ -1425,6 +1439,8 @@ def main():
     if os.geteuid() != 0:
         sys.exit("must run as root")
     if args.build_rules:
+        if args.day not in SOURCES:
+            sys.exit(f"{args.day}.rules is hand-written; there is nothing to build")
         if not args.repo:
             sys.exit("--build-rules needs --repo")
         build_rules(args.day, args.repo, args.commit, not args.no_adapt,
@@ -1432,6 +1448,9 @@ def main():
         return 0
     if not args.out:
         args.out = str(HERE / f"{args.day}.log")
+    if args.day in SECOND_PLAN_DAYS:
+        import intrusion  # the second day plan; it uses this module's tools
+        return intrusion.record(args)
     return record(args)
 
 
