@@ -3,14 +3,24 @@
 Each form of the issue (#17, "No secrets in the room") is a case below,
 read both as shell text (sudo's cmd, sh -c's string, a proctitle) and as
 an argv; the options that only look alike (ssh -p 2222, mkdir -p) stay as
-they are.  Odd input never makes it fail."""
+they are.  Then the plugin's own dry run over the recorded days, the
+sample logs and a log made of typed passwords: no message shows one."""
 
+import glob
 import json
+import os
 import random
+import re
+import sys
 
 import pytest
+from corpus import DATA
 
 from audit_notify.masking import MASK, mask_command, mask_fields, mask_words, secrets, secrets_in
+from audit_notify.message import LONG_TOKEN, Line, V, cut_long_tokens, decode_urls, shown
+
+sys.path.insert(0, DATA)
+import make_golden  # noqa: E402
 
 # -- the forms, as shell text -------------------------------------------------
 
@@ -177,6 +187,15 @@ ODD = [
 def test_odd_input_never_raises(text):
     assert isinstance(mask_command(text), str)
     assert isinstance(mask_words(text.split(" ")), list)
+    assert isinstance(shown(text), str)
+
+
+def test_a_huge_value_is_read_from_its_head_and_a_password_in_it_stays_hidden():
+    """A 2 MB argv: only the head a line can show is masked; a password
+    that runs past it does not come into view."""
+    assert shown("sshpass -p " + "S" * 2000000) == "sshpass -p ***… (1968011 more characters)"
+    line = Line(("ran: ", V("echo Hunter-2 | sudo -S id; " * 80000)), 2000).text()
+    assert "Hunter-2" not in line and re.search(r"… \(\d{7} more characters\)”$", line)
 
 
 def test_an_unclosed_here_document_is_still_masked():
@@ -206,3 +225,171 @@ def test_fields_beside_a_message_are_masked():
     masked = mask_fields(fields, ["sshpass", "-p", "Hunter-2", "ssh", "host"])
     assert "Hunter-2" not in json.dumps(masked)
     assert masked["a2"] == MASK and masked["argv"] == "sshpass -p *** ssh host" and masked["pid"] == "42"
+
+
+# -- display: long tokens and URL escapes ------------------------------------
+
+KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIE8xq2Vn7rT0mY3cL9pK1wZ4sD6fH8jB5gN2aQ7eR0uZk9q"
+
+
+def test_a_long_key_is_cut_in_the_middle_and_what_follows_stays():
+    text = "echo 'ssh-ed25519 %s kali@kali' >> /root/.ssh/authorized_keys" % KEY
+    assert cut_long_tokens(text) == "echo 'ssh-ed25519 AAAAC3Nz…Zk9q kali@kali' >> /root/.ssh/authorized_keys"
+
+
+def test_hashes_and_base64_with_slashes_are_cut_paths_are_not():
+    sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    path = "/usr/share/doc/xserver-xorg-video-intel/changelog.Debian.gz"
+    assert len(path) > LONG_TOKEN
+    assert cut_long_tokens("sha256sum %s %s" % (sha, path)) == "sha256sum e3b0c442…b855 " + path
+    blob = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo9z+40RQzuVaE8AkAFmxZzow3x+VJYKdjykkJ0iT9wCS0DRTXu269V264Vf/3jvredZiKRkgwlL9xNAwxXFg0x/XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC+9aGVd+Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmwIDAQAB"  # noqa: E501
+    assert cut_long_tokens("key=%s --then /etc/x" % blob) == "key=MIIBIjAN…AQAB --then /etc/x"
+    huge = "/var/lib/docker/overlay2/%s/merged/etc/passwd" % sha
+    assert cut_long_tokens(huge) == "/var/lib/docker/overlay2/e3b0c442…b855/merged/etc/passwd"
+
+
+def test_url_escapes_are_decoded_inside_urls_only():
+    assert decode_urls("wget http://h:8000/a%2Fb%20c.sh") == "wget http://h:8000/a/b c.sh"
+    assert decode_urls("curl 'http://h/?q=%0a%0d'") == "curl 'http://h/?q=%0a%0d'"  # controls stay encoded
+    assert decode_urls("printf '%20s' x; date +%1d") == "printf '%20s' x; date +%1d"
+    assert decode_urls("go http%3A%2F%2Fh%2Fx") == "go http://h/x"
+
+
+def test_an_encoded_password_in_a_url_is_masked_after_decoding():
+    assert shown("curl http://bob:p%40ss%20word@h/") == "curl http://bob:***@h/"
+    assert shown("open http%3A%2F%2Fbob%3AHunter-2%40h%2F") == "open http://bob:***@h/"
+
+
+def test_a_line_shows_values_masked_in_both_renderings_and_html_stays_escaped():
+    line = Line(("ran: ", V("curl -u bob:Hunter-2 'https://h/?a=1&b=<x>'")))
+    assert line.text() == "ran: “curl -u bob:*** 'https://h/?a=1&b=<x>'”"
+    assert line.html() == "ran: <code>curl -u bob:*** &#x27;https://h/?a=1&amp;b=&lt;x&gt;&#x27;</code>"
+
+
+# -- the plugin over the recorded days and a log of typed passwords ---------
+
+DAYS = sorted(glob.glob(os.path.join(DATA, "days", "*.log")))
+# The passwords the days' manifests show typed (make_day.py: the backdoor's,
+# given to chpasswd; the users', typed at prompts, must not show either).
+KNOWN_TYPED = ("Svc-b4ckup!2026", "Al1ce-day-4711", "B0b-day-4711", "0psadm-day-4711")
+_ARG = re.compile(r" a\d+(?:\[\d+\])?=(\"[^\"]*\"|[0-9A-F]+)(?= |$)")
+_TEXT = {"USER_CMD": re.compile(r"\bcmd=(\"[^\"]*\"|[0-9A-F]+)"),
+         "PROCTITLE": re.compile(r"\bproctitle=(\"[^\"]*\"|[0-9A-F]+)")}
+
+
+def _value(raw):
+    if raw.startswith('"'):
+        return raw[1:-1]
+    return bytes.fromhex(raw).decode("utf-8", "surrogateescape")
+
+
+def typed_secrets(path):
+    """The passwords a log's command lines show, found by the masking's own
+    detector in its raw EXECVE, USER_CMD and PROCTITLE records."""
+    found = set()
+    with open(path, "rb") as handle:
+        text = handle.read().decode("utf-8", "surrogateescape")
+    for line in text.split("\n"):
+        line = line.split("\x1d", 1)[0]  # ENRICHED: the raw record comes first
+        if line.startswith("type=EXECVE "):
+            found.update(secrets([_value(raw) for raw in _ARG.findall(line)]))
+        elif line.startswith("type=USER_CMD "):
+            match = _TEXT["USER_CMD"].search(line)
+            found.update(secrets_in(_value(match.group(1))) if match else ())
+        elif line.startswith("type=PROCTITLE "):
+            match = _TEXT["PROCTITLE"].search(line)
+            found.update(secrets([w for w in _value(match.group(1)).split("\0") if w]) if match else ())
+    return {s for s in found if len(s) >= 3}  # "y" of yes(1) would match anything
+
+
+def manifest_secrets():
+    """The passwords the days' manifests show in their commands."""
+    found = set()
+    for path in glob.glob(os.path.join(DATA, "days", "*.manifest.json")):
+        with open(path, encoding="utf-8") as handle:
+            for action in json.load(handle)["actions"]:
+                found.update(secrets_in(action.get("command", "")))
+    return found
+
+
+def leaks(path, wanted):
+    """The secrets any message of the plugin's dry run over ``path`` shows,
+    and the messages read."""
+    out = make_golden.dry_run(path).decode("utf-8")
+    messages = [json.loads(line) for line in out.splitlines()]
+    shown_text = "\n".join(m["body"] + "\n" + m["formatted_body"] for m in messages)
+    return sorted(s for s in wanted if s in shown_text), messages
+
+
+def test_the_manifests_typed_password_is_one_the_detector_finds():
+    if not DAYS:
+        pytest.skip("no recorded days")
+    assert "Svc-b4ckup!2026" in manifest_secrets()
+
+
+@pytest.mark.parametrize("log", DAYS + sorted(glob.glob(os.path.join(DATA, "*.log"))), ids=os.path.basename)
+def test_no_message_of_a_recorded_log_shows_a_typed_password(log):
+    wanted = typed_secrets(log) | manifest_secrets() | set(KNOWN_TYPED)
+    found, messages = leaks(log, wanted)
+    assert messages and not found
+
+
+# A log of one person's typing: each record holds a password as the kernel
+# or sudo writes it (words with a space or a quote hex-encoded).
+TYPED = [
+    ["bash", "-c", "echo 'Sudo-Pw-4711' | sudo -S id"],
+    ["sshpass", "-p", "Sshp4ss-Pw", "ssh", "-p", "2222", "bob@db"],
+    ["mysql", "-uroot", "-pMy5ql-Pw", "shop"],
+    ["curl", "-u", "bob:Cu7l-Pw", "https://bob:Ur1-Pw@example.org/x"],
+    ["htpasswd", "-b", "/etc/htpasswd", "bob", "Htp4sswd-Pw"],
+    ["openssl", "enc", "-aes-256-cbc", "-pass", "pass:Op3nssl-Pw", "-in", "f"],
+]
+SUDO_CMDS = ["sh -c echo 'svc-backup:Chp4sswd-Pw' | chpasswd", "smbclient -U bob%Smb-Pw-4711 //fs/share"]
+
+
+def _word(word):
+    if re.search(r"[\s\"\x00-\x20\x7f-\uffff]", word):
+        return word.encode("utf-8", "surrogateescape").hex().upper()
+    return '"%s"' % word
+
+
+def typed_log(path):
+    lines, serial, now = [], 500, 1800000000.0
+    for argv in TYPED:
+        serial, now = serial + 1, now + 1
+        stamp = "%.3f:%d" % (now, serial)
+        lines += ["type=SYSCALL msg=audit(%s): arch=c000003e syscall=59 success=yes exit=0 a0=1 a1=2 a2=3 a3=0 "
+                  "items=1 ppid=900 pid=%d auid=1000 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 "
+                  'tty=pts0 ses=3 comm="%s" exe="/usr/bin/%s" key="rootcmd"' % (stamp, serial, argv[0], argv[0]),
+                  "type=EXECVE msg=audit(%s): argc=%d %s" % (stamp, len(argv), " ".join(
+                      "a%d=%s" % (i, _word(w)) for i, w in enumerate(argv))),
+                  'type=PATH msg=audit(%s): item=0 name="/usr/bin/%s" inode=9 dev=fe:00 mode=0100755 ouid=0 ogid=0 '
+                  "rdev=00:00 nametype=NORMAL cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0 cap_frootid=0" % (stamp, argv[0]),
+                  "type=PROCTITLE msg=audit(%s): proctitle=%s" % (
+                      stamp, "\0".join(argv).encode()[:128].hex().upper()),
+                  "type=EOE msg=audit(%s): " % stamp]
+    for ses, cmd in enumerate(SUDO_CMDS, 4):  # a session each: a message each
+        serial, now = serial + 1, now + 1
+        lines.append("type=USER_CMD msg=audit(%.3f:%d): pid=%d uid=1000 auid=1000 ses=%d msg='cwd=\"/home/bob\" "
+                     "cmd=%s exe=\"/usr/bin/sudo\" terminal=pts/0 res=success'" % (now, serial, serial, ses,
+                                                                                   _word(cmd)))
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def test_a_log_of_typed_passwords_shows_none_and_the_check_can_fail(tmp_path):
+    log = str(tmp_path / "typed.log")
+    typed_log(log)
+    wanted = typed_secrets(log)
+    # The detector finds every password in the raw records...
+    assert wanted >= {"Sudo-Pw-4711", "Sshp4ss-Pw", "My5ql-Pw", "Cu7l-Pw", "Ur1-Pw", "Htp4sswd-Pw", "Op3nssl-Pw",
+                      "Chp4sswd-Pw", "Smb-Pw-4711"}
+    with open(log, encoding="utf-8") as handle:
+        raw = handle.read()
+    assert "Sshp4ss-Pw" in raw  # (what the check looks for is there to be found)
+    found, messages = leaks(log, wanted)
+    # ...the room sees the commands, masked, and none of them.
+    assert found == []
+    bodies = "\n".join(m["body"] for m in messages)
+    assert "smbclient -U bob%*** //fs/share" in bodies and "svc-backup:***" in bodies
+    assert all(s not in json.dumps(m["fields"]) for m in messages for s in wanted)
