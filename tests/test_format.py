@@ -134,11 +134,19 @@ def test_invalid_utf8_username_is_shown_escaped():
 
 
 def test_very_long_values_are_cut_with_a_note():
-    n = _login_as(b"a" * 100000)
+    n = _login_as(b"many words " * 10000)
     headline = n.body.split("\n", 1)[0]
     assert len(headline) < 300
     assert "more characters" in headline
     assert len(n.body.encode()) <= MAX_BODY_BYTES
+
+
+def test_one_huge_word_is_cut_in_the_middle():
+    n = _login_as(b"a" * 1000 + b"Z")
+    assert _headline(n) == "⚠️❌ Failed SSH login for aaaaaaaa…aaaZ from 203.0.113.7 on web1"
+    # Past what a message can show, the rest is counted.
+    n = _login_as(b"a" * 100000)
+    assert _headline(n) == "⚠️❌ Failed SSH login for “aaaaaaaa…aaaa… (68000 more characters)” from 203.0.113.7 on web1"
 
 
 def test_content_fits_the_homeserver_limit_even_for_huge_commands():
@@ -174,3 +182,60 @@ def test_every_value_from_a_record_is_inside_code_in_the_html():
             assert not re.search(r"zq\d+q", outside), (path, outside)
             checked += 1
     assert checked > 200
+
+
+# --- no secrets in the room (masking.py), long tokens cut -----------------------
+
+def _exec_event(argv, key="rootcmd"):
+    """One exec as the kernel logs it: a word with a space or a quote
+    hex-encoded, the proctitle NUL-joined in hex."""
+    from records import syscall
+    text = syscall("execve", exe="/usr/bin/" + argv[0], argv=("X",) * len(argv), key=key)
+    words = " ".join("a%d=%s" % (i, w.encode().hex().upper() if re.search(r"[\s\"']", w) else '"%s"' % w)
+                     for i, w in enumerate(argv))
+    text = re.sub(r"argc=\d+ .*", "argc=%d %s" % (len(argv), words), text)
+    text = text.replace("type=EOE", "type=PROCTITLE msg=audit(1700000000.000:77): proctitle=%s\ntype=EOE"
+                        % "\0".join(argv).encode()[:128].hex().upper())
+    [event] = events_of(text.encode(), node="web1")
+    return event
+
+
+def test_a_password_on_a_command_line_is_masked_in_headline_details_and_html():
+    n = format_event(_exec_event(["sshpass", "-p", "Hunter-2", "ssh", "-p", "2222", "bob@db"]))
+    assert _headline(n).startswith("ℹ️ Command: “sshpass -p *** ssh -p 2222 bob＠db” by ")
+    assert "Hunter-2" not in n.body and "Hunter-2" not in n.html
+    assert "<code>sshpass -p *** ssh -p 2222 bob＠db</code>" in n.html
+    assert "Hunter-2" not in str(n.fields)
+
+
+def test_a_password_piped_to_sudo_in_sh_c_is_masked():
+    n = format_event(_exec_event(["bash", "-c", "echo 'Hunter-2' | sudo -S id"]))
+    # The argv as we quote it, and the proctitle as auparse joins it.
+    assert _headline(n).startswith("ℹ️ Command: “bash -c 'echo '\"'\"'***'\"'\"' | sudo -S id'” by ")
+    assert "\ntitle: “bash -c echo '***' | sudo -S id”\n" in n.body
+    assert "Hunter-2" not in n.body + n.html + str(n.fields)
+
+
+def test_sudos_command_with_chpasswd_input_is_masked():
+    from records import event
+    cmd = "sh -c echo 'svc-backup:Hunter-2' | chpasswd".encode().hex().upper()
+    n = format_event(event("type=USER_CMD msg=audit(1700000000.000:77): pid=7 uid=1000 auid=1000 ses=3 "
+                           "msg='cwd=\"/root\" cmd=%s exe=\"/usr/bin/sudo\" terminal=pts/0 res=success'\n" % cmd))
+    assert "“sh -c echo 'svc-backup:***' | chpasswd”" in _headline(n)
+    assert "Hunter-2" not in n.body + n.html + str(n.fields)
+
+
+def test_a_long_key_is_cut_so_the_path_it_is_written_to_shows_in_the_headline():
+    key = "AAAAC3NzaC1lZDI1NTE5AAAAIE8xq2Vn7rT0mY3cL9pK1wZ4sD6fH8jB5gN2aQ7eR0uZk9q"
+    n = format_event(_exec_event(["bash", "-c", "echo 'ssh-ed25519 %s kali@kali' >> /root/.ssh/authorized_keys"
+                                  % key]))
+    assert "AAAAC3Nz…Zk9q kali＠kali'\"'\"' >> /root/.ssh/" in _headline(n)  # the headline's 80 characters
+    assert key not in n.body
+
+
+def test_the_routine_label_of_a_command_never_shows_a_password():
+    from audit_notify.format import routine_label
+    from audit_notify.incidents import Incident
+    incident = Incident(key="k", kind="command", node="web1", first=0.0, last=0.0)
+    incident.facts["command"] = "MYSQL_PWD=Hun/ter-2 mysql shop"
+    assert "ter-2" not in routine_label(incident)

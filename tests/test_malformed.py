@@ -549,8 +549,7 @@ def test_node_prefixes_with_garbage(tmp_path, kind):
     if kind == "not utf-8":
         assert headline.startswith("\\xff\\xfe\\x80: Command: ")
     if kind == "250 bytes":
-        cap = HEADLINE_VALUE_CHARS
-        assert headline.startswith("“" + "n" * cap + "… (%d more characters)”: Command: " % (250 - cap))
+        assert headline.startswith("nnnnnnnn…nnnn: Command: ")  # one huge token: cut in the middle
     if kind == "alone":
         assert headline.startswith("%s: Command: " % HOST)
 

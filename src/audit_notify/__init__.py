@@ -15,7 +15,8 @@ module per stage::
                                           notify    incidents -> messages: alone, as a repeat, or in the
                                                     routine summary (repeats)
                                           format    headline + details (phrases: who, where, what it did;
-                                                    headlines: one event's; message: safe text)
+                                                    headlines: one event's; message: safe text;
+                                                    masking: no typed password, read with shellwords)
                                           spool     sqlite3 (WAL): accepted = on disk; edits by key
                                           sender    one warm matrix-commander (matrix), via a FIFO
                                           daemon    the select() loop, signals, reload

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 from .events import Event
 from .headlines import _known, details, headline
 from .incidents import Incident
+from .masking import mask_command, mask_fields
 from .message import MAX_BODY_BYTES, MAX_COMMAND_CHARS, MAX_HTML_BYTES, L, Line, Notification, V, fit, mention_line
 from .phrases import (
     DEEDS,
@@ -34,6 +35,7 @@ from .phrases import (
     rule_count,
     rule_keys,
 )
+from .programs import argv_of
 from .repeats import Period, Window, top
 from .severity import CRITICAL, INFO, WARNING, Verdict, classify
 
@@ -254,7 +256,10 @@ def format_incident(incident: Incident, mentions: Sequence[str] = ()) -> Notific
     if incident.novelty == "new":
         head = Line(("new: ",) + head.parts, head.limit)  # the first time this host sees it (known.py)
     body, formatted = compose(incident.severity, failed, head, incident.node, lines, mentions)
-    fields = dict(incident.anchor.fields) if incident.anchor is not None else {}
+    # The event's own fields go beside the message (--json): without the
+    # passwords its command line shows, as the text is.
+    anchor = incident.anchor
+    fields = mask_fields(anchor.fields, argv_of(anchor)) if anchor is not None else {}
     return Notification(body=body, html=formatted, fields=fields, timestamp=incident.last,
                         priority=1 if incident.severity != INFO or failed else 0, kind="incident",
                         severity=incident.severity, key=incident.key, serials=tuple(incident.serials),
@@ -352,7 +357,7 @@ def routine_label(incident: Incident) -> str:
     if incident.kind in ("login",):
         return "logins of %s" % who
     if incident.kind in ("command",):
-        program = os.path.basename(incident.facts.get("command", "?").split(" ")[0])
+        program = os.path.basename(mask_command(incident.facts.get("command", "?")).split(" ")[0])
         return "%s run by %s" % (program, who)
     anchor = incident.anchor
     if anchor is not None and anchor.facts.get("key") and anchor.facts.get("key") not in ("(null)",):
