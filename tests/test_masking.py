@@ -368,11 +368,13 @@ def typed_log(path):
                   "type=PROCTITLE msg=audit(%s): proctitle=%s" % (
                       stamp, "\0".join(argv).encode()[:128].hex().upper()),
                   "type=EOE msg=audit(%s): " % stamp]
-    for ses, cmd in enumerate(SUDO_CMDS, 4):  # a session each: a message each
+    # A person and a session each: a message each (one person's second sudo
+    # would be known, and routine: known.py).
+    for ses, cmd in enumerate(SUDO_CMDS, 4):
         serial, now = serial + 1, now + 1
-        lines.append("type=USER_CMD msg=audit(%.3f:%d): pid=%d uid=1000 auid=1000 ses=%d msg='cwd=\"/home/bob\" "
-                     "cmd=%s exe=\"/usr/bin/sudo\" terminal=pts/0 res=success'" % (now, serial, serial, ses,
-                                                                                   _word(cmd)))
+        lines.append("type=USER_CMD msg=audit(%.3f:%d): pid=%d uid=%d auid=%d ses=%d msg='cwd=\"/home/bob\" "
+                     "cmd=%s exe=\"/usr/bin/sudo\" terminal=pts/0 res=success'" % (now, serial, serial, 2000 + ses,
+                                                                                   2000 + ses, ses, _word(cmd)))
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
 

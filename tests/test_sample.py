@@ -68,7 +68,7 @@ def test_a_sudo_command_names_the_command_what_it_touched_and_where_the_user_cam
     # What it did comes before where it came from; the headline is over
     # format.HEADLINE_BUDGET, so its command line is cut in the middle (the
     # body's "ran:" line has it whole).
-    added = _one(r"🚨 vm: anadmin ran sudo “/usr/sbin/useradd -m… /bin/bash anvictim” → .*%s" % FROM, found)
+    added = _one(r"🚨 vm: anadmin ran sudo “/usr/sbin/useradd -m…s /bin/bash anvictim” → .*%s" % FROM, found)
     assert "user added: " in added and "group added: anvictim" in added
     [message] = [m for m in _messages() if m.body.startswith(added + "\n")]
     assert "ran: “sudo -n /usr/sbin/useradd -m -s /bin/bash anvictim”" in message.body

@@ -20,7 +20,8 @@ from .events import Event
 from .headlines import _known, details, headline
 from .incidents import Incident
 from .masking import mask_command, mask_fields
-from .message import MAX_BODY_BYTES, MAX_COMMAND_CHARS, MAX_HTML_BYTES, L, Line, Notification, V, fit, mention_line
+from .message import (MAX_BODY_BYTES, MAX_COMMAND_CHARS, MAX_HTML_BYTES, L, Line, Notification, V, fit, mention_line,
+                      shown)
 from .phrases import (
     DEEDS,
     actor,
@@ -213,14 +214,25 @@ def on_host(head: Line, node: str) -> Line:
 
 def within(head: Line, budget: int) -> Line:
     """A headline over ``budget`` characters with its command lines cut in
-    the middle to _KEEP characters, so that what comes after them (the
-    object: "→ wrote /etc/cron.d/x") is seen; a path or a name is never
-    cut (the session it came from comes last, and may run over)."""
-    if len(head.text()) <= budget:
+    the middle, the longest first, no more than it takes to fit and never
+    below _KEEP characters, so that what comes after them (the object:
+    "→ wrote /etc/cron.d/x") is seen; a path or a name without a space is
+    never cut (the session it came from comes last, and may run over)."""
+    over = len(head.text()) - budget
+    if over <= 0:
         return head
-    return Line(tuple(V(part[:_KEEP - _KEEP // 2] + "…" + part[len(part) - _KEEP // 2 + 1:])
-                      if isinstance(part, V) and " " in part and len(part) > _KEEP else part
-                      for part in head.parts), head.limit)
+    parts = [V(shown(part)) if isinstance(part, V) else part for part in head.parts]  # cut what is shown
+    for i in sorted((i for i, part in enumerate(parts) if isinstance(part, V) and " " in part and len(part) > _KEEP),
+                    key=lambda i: -len(parts[i])):
+        value = parts[i]
+        keep = max(_KEEP, len(value) - over - 1)
+        if keep >= len(value):
+            break
+        parts[i] = V(value[:keep - keep // 2] + "…" + value[len(value) - keep // 2:])
+        over -= len(value) - len(parts[i])
+        if over <= 0:
+            break
+    return Line(tuple(parts), head.limit)
 
 
 def compose(severity: str, failed: bool, head: Line, node: str, lines: List[Line], mentions: Sequence[str]) \
