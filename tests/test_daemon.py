@@ -19,6 +19,7 @@ from audit_notify.config import Config, Heartbeat
 from audit_notify.counters import Counters
 from audit_notify.answering import CHECK_INTERVAL, Answering
 from audit_notify.ledger import Ledger
+from audit_notify.grouper import QUIET_DEFAULT
 from audit_notify.daemon import EOF, GC_YOUNG, READ_ERROR, STATS_INTERVAL, STOPPED, TAKEOVER_INTERVAL, Plugin
 from audit_notify.reader import IDLE_TICK, import_auparse
 from audit_notify.rules import RuleSet, parse_rules
@@ -254,17 +255,19 @@ def test_the_last_resort_logs_the_traceback_counts_it_and_fails(tmp_path, caplog
 def test_idle_plugin_blocks_until_the_hourly_report():
     """No busy loop: with nothing pending, select() waits until the next
     hourly counters line; with an event waiting for its EOE, it gets the
-    idle tick."""
+    idle tick; with an incident open, until it closes, in its host's own
+    time (its quiet spell after its event, whatever the wall clock says:
+    the event is from 1970)."""
     read_end, write_end = os.pipe()
     timeouts = []
     plugin = Plugin(Config(), RuleSet(), import_auparse(), Recorder(), Counters(), hostname="h",
-                    clock=lambda: 0.0)
+                    clock=lambda: 0.0, wall=lambda: 50000.0)
     script = [
         b"type=SYSCALL msg=audit(1000.000:5): arch=c000003e syscall=2 success=yes exit=3 items=0 ppid=1 pid=2 "
         b"auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=1 comm=\"cat\" "
         b"exe=\"/usr/bin/cat\" key=\"k\"\n",
-        None,   # idle tick: the event without EOE comes out
-        b"",    # EOF
+        None,   # idle tick: the event without EOE comes out, its incident opens
+        b"",    # EOF (before the incident closed)
     ]
 
     def wait(fds, timeout):
@@ -280,8 +283,9 @@ def test_idle_plugin_blocks_until_the_hourly_report():
 
     plugin._wait = wait
     assert plugin.run(read_end) == EOF
-    # The 0 is a peek for more input before committing the new notification.
-    assert timeouts == [STATS_INTERVAL, IDLE_TICK, 0]
+    assert timeouts == [STATS_INTERVAL, IDLE_TICK, QUIET_DEFAULT]
+    assert plugin.sink.sent == []
+    plugin.finish(EOF)  # the end of the input closes it
     assert [n.fields["key"] for n in plugin.sink.sent] == ["k"]
     os.close(read_end)
 

@@ -113,6 +113,43 @@ def test_a_quiet_spell_ends_an_incident():
     assert [i.count for i in log.incidents()] == [2, 1]
 
 
+def _on(node, text):
+    """Records as a central host's auditd hands them over: each line
+    prefixed with the node that sent it."""
+    return "".join("node=%s %s\n" % (node, line) for line in text.splitlines())
+
+
+def test_each_host_keeps_its_own_time():
+    """Two hosts writing /etc/hosts twice, a second apart; one's clock is
+    10 minutes behind the other's (or its events come 10 minutes late).
+    Each host's writes are one incident, as they would be alone: the
+    other host's time does not close its incidents."""
+    write = dict(exe="/usr/bin/vi", a0="ffffff9c", a2=O_WRONLY_CREAT_TRUNC, paths=[("/etc/hosts", "NORMAL")],
+                 auid=ALICE, uid="0", pid=2000)
+    ahead, behind, log = Clock(start=1800000600.0), Clock(start=1800000000.0), Log()
+    log.feed(_on("ahead", syscall("openat", stamp=ahead.stamp(), **write)) +
+             _on("behind", syscall("openat", stamp=behind.stamp(), **write)) +
+             _on("ahead", syscall("openat", stamp=ahead.stamp(1.0), **write)) +
+             _on("behind", syscall("openat", stamp=behind.stamp(1.0), **write)))
+    log.end()
+    assert sorted((i.node, i.count) for i in log.incidents()) == [("ahead", 2), ("behind", 2)]
+
+
+def test_a_host_that_goes_quiet_closes_by_its_own_time_moved_on():
+    """What a quiet host left open closes once its own time (moved on by
+    the daemon, clocks.py) passes the quiet spell; another host's time,
+    however far on, does not close it."""
+    write = dict(exe="/usr/bin/vi", a0="ffffff9c", a2=O_WRONLY_CREAT_TRUNC, paths=[("/etc/hosts", "NORMAL")],
+                 auid=ALICE, uid="0", pid=2000)
+    clock, log = Clock(), Log()
+    log.feed(_on("web1", syscall("openat", stamp=clock.stamp(), **write)))
+    log.grouper.due("web2", clock.now + 3600)
+    assert log.handed == [] and log.grouper.moments() == {"web1": clock.now + QUIET_DEFAULT}
+    log.grouper.due("web1", clock.now + QUIET_DEFAULT)
+    [(_, incident, _, closed)] = log.handed
+    assert incident.node == "web1" and closed
+
+
 def _login(clock, ses, pid, addr="198.51.100.20"):
     text = user("USER_AUTH", "PAM:authentication", acct="alice", pid=pid, addr=addr, stamp=clock.stamp())
     text += user("USER_ACCT", "PAM:accounting", acct="alice", pid=pid, addr=addr, stamp=clock.stamp())
@@ -129,7 +166,7 @@ def _login(clock, ses, pid, addr="198.51.100.20"):
 def test_a_terminal_login_goes_out_at_once_and_is_edited_with_what_is_typed_until_it_ends():
     clock, log = Clock(), Log()
     log.feed(_login(clock, ses="7", pid=3000))
-    log.grouper.due(clock.now + 60)  # a minute of nothing: the login's message is out, the session goes on
+    log.grouper.due("testhost", clock.now + 60)  # a minute of nothing: the login's message is out, the session goes on
     [(_, login, count, closed)] = log.handed
     assert login.kind == "login" and not closed and count == 6 and login.severity == WARNING
     shell = dict(uid=ALICE, auid=ALICE, ses="7", tty="pts1")
@@ -139,7 +176,7 @@ def test_a_terminal_login_goes_out_at_once_and_is_edited_with_what_is_typed_unti
         text += syscall("execve", exe="/usr/bin/" + argv[0], a0="55d0", paths=[("/usr/bin/" + argv[0], "NORMAL")],
                         pid=3020 + i, ppid=3010, argv=argv, stamp=clock.stamp(30), **shell)
     log.feed(text)
-    log.grouper.due(clock.now + 60)
+    log.grouper.due("testhost", clock.now + 60)
     assert login.facts["typed"] == ["whoami", "ss -tlnp"] and not login.closed
     log.feed(user("USER_END", "PAM:session_close", acct="alice", pid=3000, auid=ALICE, ses="7",
                   stamp=clock.stamp(3600)))
@@ -155,7 +192,7 @@ def test_the_end_of_a_login_already_closed_edits_it():
     clock, log = Clock(), Log()
     text = _login(clock, ses="8", pid=3100).replace("terminal=/dev/pts/1", "terminal=ssh")
     log.feed(text)
-    log.grouper.due(clock.now + 60)
+    log.grouper.due("testhost", clock.now + 60)
     [(_, login, _, closed)] = log.handed
     assert closed
     log.feed(user("USER_END", "PAM:session_close", acct="alice", pid=3100, auid=ALICE, ses="8",

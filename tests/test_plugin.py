@@ -140,7 +140,9 @@ def test_a_hanging_matrix_commander_is_killed_and_the_event_retried(rig):
     rig.write_config("send_timeout = 1\n")
     rig.mode("hang")
     plugin = rig.start()
-    plugin.stdin.write(read(corpus("laurel", "src", "testdata", "record-login.txt")))
+    # A critical event: out CRITICAL_HOLD after it, in its host's time,
+    # which goes on by the wall clock while the host is quiet.
+    plugin.stdin.write(read(corpus("laurel", "src", "testdata", "record-ptrace.txt")))
     plugin.stdin.flush()
     rig.wait_for(lambda: "no acknowledgement within 1 s" in rig.log_text(), "the timeout")
     rig.mode("ok")
@@ -218,20 +220,20 @@ def test_sigterm_finishes_and_exits_0(rig):
 
 def test_sighup_rereads_config_and_blacklist(rig):
     plugin = rig.start()
-    login = read(corpus("laurel", "src", "testdata", "record-login.txt"))
-    plugin.stdin.write(login)
+    ptrace = read(corpus("laurel", "src", "testdata", "record-ptrace.txt"))  # critical: out within a second
+    plugin.stdin.write(ptrace)
     plugin.stdin.flush()
     rig.wait_for(lambda: len(rig.bodies()) == 1, "the first notification")
-    rig.blacklist.write_text("type LOGIN\n")
+    rig.blacklist.write_text("comm strace\n")
     plugin.send_signal(signal.SIGHUP)
     rig.wait_for(lambda: "reloaded" in rig.log_text(), "the reload")
-    plugin.stdin.write(login.replace(b":151316)", b":151317)"))
+    plugin.stdin.write(ptrace.replace(b":22145057)", b":22145058)"))
     plugin.stdin.flush()
     # A bad blacklist on the next reload keeps the good one, and says why.
-    rig.blacklist.write_text("type LOGIN\nbroken=\n")
+    rig.blacklist.write_text("comm strace\nbroken=\n")
     plugin.send_signal(signal.SIGHUP)
     rig.wait_for(lambda: "reload failed" in rig.log_text(), "the failed reload")
-    plugin.stdin.write(login.replace(b":151316)", b":151318)"))
+    plugin.stdin.write(ptrace.replace(b":22145057)", b":22145059)"))
     plugin.stdin.close()
     assert plugin.wait(timeout=WAIT) == 0
     assert len(rig.bodies()) == 1

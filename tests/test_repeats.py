@@ -49,7 +49,7 @@ def test_a_count_takes_the_worst_severity_it_saw():
 def test_after_zero_sends_everything_alone():
     repeats = Repeats(after=0, window=60.0)
     assert all(repeats.offer("same", float(i), WARNING, "", HEAD)[0] is None for i in range(100))
-    assert repeats.next_due() is None
+    assert repeats.moments() == {}
 
 
 def test_a_count_that_never_goes_quiet_is_closed_after_a_day():
@@ -141,6 +141,51 @@ def _watched_write(i, when):
             'type=PATH msg=audit(%s): item=0 name="/etc/cron.d/an-flood" inode=42 dev=fe:00 mode=0100644 ouid=0 ogid=0 '
             'rdev=00:00 nametype=NORMAL cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0 cap_frootid=0\n'
             'type=EOE msg=audit(%s): \n' % (stamp, 4000 + i, stamp, stamp))
+
+
+def _last_versions(notes):
+    latest = {}
+    for note in notes:
+        latest[note.key] = note.body
+    return latest
+
+
+def test_a_quiet_host_closes_a_count_only_once_what_may_still_join_it_is_decided():
+    """A job writes a watched file at 0 s, 10 s and 69 s (a count of
+    repeats after the first; it ends 60 s after the last).  The live
+    plugin moves the quiet host's time on (the daemon's quiet moments):
+    at 70 s the count is over, but the write of 69 s is still in its
+    quiet spell, not yet decided.  The count waits for it, as a file read
+    at once counts it: the same messages either way."""
+    start = 1800000000.0
+    data = "".join(_watched_write(i, start + at) for i, at in enumerate((0.0, 10.0, 69.0))).encode()
+    dry, dry_notes, _ = _notifier(after=1, window=60.0)
+    live, live_notes, _ = _notifier(after=1, window=60.0)
+    for event in events_of(data):
+        dry.on_event(event)
+        live.on_event(event)
+    for now in (start + 70.0, start + 70.5, start + 71.0, start + 200.0):  # the host is quiet: its time goes on
+        for node, moment in live.moments().items():
+            if moment <= now:
+                live.due(node, now)
+    closed_live = [n for n in live_notes if n.kind == "repeat" and n.body.endswith("quiet again")]
+    live.close_all()
+    dry.close_all()
+    assert closed_live, "the count closed while the host was quiet"
+    assert closed_live[-1].body.startswith("⚠️ 🔁 2 more times: Watched file opened for writing: /srv/an-flood")
+    assert _last_versions(live_notes) == _last_versions(dry_notes)
+    assert live.moments() == {}
+
+
+def test_a_period_a_host_behind_the_others_still_counts_into_is_the_next_one():
+    """The routine summary follows the host furthest on: once it closed an
+    hour, a host behind it counts into the next hour's summary, not into a
+    second summary of the closed one under the same key."""
+    routine = Routine(period=3600.0)
+    routine.add(7200.0 + 5, "ahead", "cron jobs of root", 1)
+    [closed] = routine.due(10800.0)
+    routine.add(10800.0 - 300, "behind", "cron jobs of root", 1)
+    assert routine.current.key != closed.key and routine.current.start == 10800.0
 
 
 def test_a_fast_flood_edits_the_count_at_most_every_update_interval():

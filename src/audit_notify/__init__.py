@@ -10,8 +10,10 @@ module per stage::
                                           severity  one event -> critical, warning or info, and why
                                           grouper   events -> incidents (one human action each; incidents,
                                                     programs: what sshd, sudo, apt... mean; agenda:
-                                                    when each goes out, is edited, closes; lane: a
-                                                    flood's repeats counted without becoming incidents)
+                                                    when each goes out, is edited, closes, in its
+                                                    host's own time (clocks: a quiet host's time goes
+                                                    on by the wall clock); lane: a flood's repeats
+                                                    counted without becoming incidents)
                                           notify    incidents -> messages: alone, as a repeat, or in the
                                                     routine summary (repeats)
                                           format    headline + details (phrases: who, where, what it did;

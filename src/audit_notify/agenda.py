@@ -1,8 +1,11 @@
 """The agenda: when an open incident goes out, is edited, and closes.
 
-Incidents (incidents.py) live on a heap keyed by their next moment, in
-the events' own time (the daemon passes the wall clock when input is
-quiet, so a file read with --dry-run gives what the live plugin sends):
+Incidents (incidents.py) live on a heap per host, keyed by their next
+moment in that host's own time: the time of its events, never the wall
+clock, so a host whose clock lags, or auditd catching up a backlog,
+groups exactly as a prompt host and as --dry-run of the same file.  The
+daemon moves a quiet host's time on by the wall clock since its last
+event (clocks.py): only what a quiet host left open closes that way.
 
 * an incident closes once nothing joined it for its quiet spell (a login
   with a terminal: when its session ends), and goes out then;
@@ -11,6 +14,11 @@ quiet, so a file read with --dry-run gives what the live plugin sends):
 * one already out that changed goes out again (an edit) at most every
   UPDATE_INTERVAL, and once more when it closes.
 
+It also knows, host by host, since when an incident or a kept-out action
+(lane.py) has waited to be decided (undecided_since): a repeat count may
+not close before every action that might still join it was decided, or
+the live plugin would count what --dry-run counts otherwise.
+
 The Grouper (grouper.py) decides what joins what; this only keeps time.
 """
 
@@ -18,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .incidents import Incident
 
@@ -34,27 +42,38 @@ MAX_OPEN = 5000
 # A login is held open for its session (to list what was typed in it) at
 # most this long; a session whose end the log never shows ends here.
 MAX_SESSION = 86400.0
+# At most this many hosts' times are kept; past it those with nothing on
+# their agenda are forgotten (a bound on memory, not a setting).
+MAX_HOSTS = 10000
 
 
 class Agenda:
-    """Open incidents and their next moments; ``emit`` gets each version."""
+    """Open incidents and their next moments, host by host; ``emit`` gets
+    each version."""
 
     def __init__(self, emit: Callable[[Incident], None]):
         self._emit = emit
         self._open: "OrderedDict[str, Incident]" = OrderedDict()
-        # (when, tie-break, an open incident's key or a subclass's own moment): a heap, lazily cleaned
-        self._agenda: List[Tuple[float, int, Any]] = []
+        # node -> (when, tie-break, an open incident's key or a subclass's own moment): a heap, lazily cleaned
+        self._agendas: Dict[str, List[Tuple[float, int, Any]]] = {}
+        # node -> (first, tie-break, an incident or a kept-out action) not yet decided: a heap, lazily cleaned
+        self._undecided: Dict[str, List[Tuple[float, int, Any]]] = {}
+        self._nows: "OrderedDict[str, float]" = OrderedDict()  # node -> how far its own time has come
         self._serial = 0
-        self.now = 0.0
+        self.now = 0.0  # the time of the host whose moments are being handled
 
-    def due(self, now: float):
-        """Hand over what is due by ``now`` (event time; the daemon passes
-        the wall clock when the input is quiet), and close what went quiet.
-        It runs twice per event and mostly finds nothing due: that case
-        returns after one look at the heap's top."""
-        if now > self.now:
-            self.now = now
-        agenda = self._agenda
+    def due(self, node: str, now: float):
+        """Hand over what is due by ``now`` on host ``node`` (its events'
+        time; the daemon passes more when the host is quiet), and close
+        what went quiet there.  It runs twice per event and mostly finds
+        nothing due: that case returns after one look at the heap's top."""
+        latest = self._nows.get(node)
+        if latest is None or now > latest:
+            self._nows[node] = latest = now
+            if len(self._nows) > MAX_HOSTS:
+                self._forget_hosts()
+        self.now = latest
+        agenda = self._agendas.get(node)
         if (not agenda or agenda[0][0] > now) and len(self._open) <= MAX_OPEN:
             return
         while agenda and agenda[0][0] <= now:
@@ -73,8 +92,18 @@ class Agenda:
             elif incident.emitted and incident.changed and now >= incident.emitted_at + UPDATE_INTERVAL:
                 self._hand_over(incident)
             self._schedule(incident)
+        if agenda is not None and not agenda:
+            del self._agendas[node]
         while len(self._open) > MAX_OPEN:
             self._close(next(iter(self._open.values())))
+
+    def _forget_hosts(self):
+        """Past MAX_HOSTS, the hosts with nothing on their agenda are
+        forgotten (their next event starts their time afresh)."""
+        for node in [node for node in self._nows if node not in self._agendas]:
+            del self._nows[node]
+            if len(self._nows) <= MAX_HOSTS // 2:
+                break
 
     def _schedule(self, incident: Incident):
         """Put the incident's next moment on the agenda (always later than
@@ -85,13 +114,57 @@ class Agenda:
         elif incident.changed:
             when = min(when, incident.emitted_at + UPDATE_INTERVAL)
         self._serial += 1
-        heapq.heappush(self._agenda, (when, self._serial, incident.key))
+        heapq.heappush(self._agenda_of(incident.node), (when, self._serial, incident.key))
 
-    def at(self, when: float, what: Any):
-        """Put a subclass's own moment on the agenda: ``_ring(what)`` when it
-        is due, in turn with the incidents'."""
+    def at(self, node: str, when: float, what: Any):
+        """Put a subclass's own moment on host ``node``'s agenda:
+        ``_ring(what)`` when it is due, in turn with the incidents'."""
         self._serial += 1
-        heapq.heappush(self._agenda, (when, self._serial, what))
+        heapq.heappush(self._agenda_of(node), (when, self._serial, what))
+
+    def _agenda_of(self, node: str) -> List[Tuple[float, int, Any]]:
+        agenda = self._agendas.get(node)
+        if agenda is None:
+            agenda = self._agendas[node] = []
+        return agenda
+
+    def _opened(self, incident: Incident):
+        """A new open incident: on the agenda once scheduled, undecided
+        until first handed over."""
+        self._open[incident.key] = incident
+        self.waits(incident.node, incident.first, incident)
+
+    def waits(self, node: str, since: float, what: Any):
+        """``what`` (an incident, or a subclass's kept-out action) waits to
+        be decided since ``since``, until _decided(what) says it is not."""
+        self._serial += 1
+        undecided = self._undecided.get(node)
+        if undecided is None:
+            undecided = self._undecided[node] = []
+        heapq.heappush(undecided, (since, self._serial, what))
+
+    def undecided_since(self, node: Optional[str] = None) -> float:
+        """The time of the oldest incident or kept-out action of host
+        ``node`` (of any host if None) not yet decided; inf if none."""
+        if node is None:
+            return min((self.undecided_since(host) for host in list(self._undecided)), default=float("inf"))
+        undecided = self._undecided.get(node)
+        while undecided and self._decided(undecided[0][2]):
+            heapq.heappop(undecided)
+        if not undecided:
+            self._undecided.pop(node, None)
+            return float("inf")
+        return undecided[0][0]
+
+    def _decided(self, what: Any) -> bool:
+        """Whether an incident was handed over (routine, alone or a repeat
+        was decided then) or closed; a subclass's kept-out action says."""
+        return what.emitted > 0 or what.closed
+
+    def moments(self) -> Dict[str, float]:
+        """Each host's next moment (its own time) at which due() may have
+        something to do."""
+        return {node: agenda[0][0] for node, agenda in self._agendas.items() if agenda}
 
     def _ring(self, what: Any):
         """A moment put on the agenda with at() is due."""
@@ -114,10 +187,6 @@ class Agenda:
         if incident.held_open:
             when = min(when, incident.absorbs_until)
         return when
-
-    def next_due(self) -> Optional[float]:
-        """The event time at which due() may have something to do."""
-        return self._agenda[0][0] if self._agenda else None
 
     def close_all(self):
         for incident in list(self._open.values()):

@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Tuple
 
 from .answering import Answering
 from .answers import Mutes
+from .clocks import HostClocks
 from .config import RESTART_KEYS, Config, Error, changed_keys
 from .counters import Counters
 from .events import NORMALIZED, Event
@@ -104,6 +105,7 @@ class Plugin:
         if self.answering is not None:
             mutes = self.answering.mutes
         self.notifier = Notifier(config, rules, self._accept, counters, known=known, mutes=mutes)
+        self.clocks = HostClocks()  # each host's own time, for the moments its input is quiet
         self._rights = rights
         self._make_sender = make_sender
         self.sender: Optional[Sender] = None
@@ -136,7 +138,9 @@ class Plugin:
 
     def _on_event(self, event: Event):
         try:
-            self.watcher.on_event(event, self._wall())
+            wall = self._wall()
+            self.clocks.heard(event.get("node"), event.timestamp, wall)
+            self.watcher.on_event(event, wall)
             self.notifier.on_event(event)
         except Exception:  # noqa: BLE001 - one odd event must not stop the plugin
             self.counters.problem("could not handle an event", exc_info=True)
@@ -167,10 +171,14 @@ class Plugin:
         return {"critical": config.critical_room, "warning": config.warning_room}.get(notification.severity, "")
 
     def _notifier_due(self):
-        """Incidents, repeats and the routine summary by the wall clock: the
-        input is quiet, so nothing older is coming."""
+        """Incidents, repeats and the routine summary of quiet hosts: each
+        host is as far on in its own time as the wall clock went since its
+        last event (clocks.py)."""
+        wall = self._wall()
         try:
-            self.notifier.due(self._wall())
+            for node, moment in self.notifier.moments().items():
+                if self.clocks.wall_at(node, moment) <= wall:  # (the moment itself at least: no rounding)
+                    self.notifier.due(node, max(moment, self.clocks.now(node, wall)))
         except Exception:  # noqa: BLE001 - as _on_event
             self.counters.problem("could not handle an event", exc_info=True)
 
@@ -257,10 +265,13 @@ class Plugin:
         times = [self._next_report]
         if self.reader.pending():
             times.append(now + IDLE_TICK)
+        wall = self._wall()
+        for node, moment in self.notifier.moments().items():
+            times.append(now + max(0.0, self.clocks.wall_at(node, moment) - wall))
         answering = self.answering.next_due() if self.answering is not None and self.sender is not None else None
-        for due in (self.notifier.next_due(), self.watcher.next_due(), answering):
+        for due in (self.watcher.next_due(), answering):
             if due is not None:
-                times.append(now + max(0.0, due - self._wall()))
+                times.append(now + max(0.0, due - wall))
         if self._dirty_since is not None:
             times.append(self._commit_after)
         if self.sender is not None:

@@ -11,8 +11,8 @@ incidents.py), decided from what the kernel and PAM give every record:
 * the session (``ses``): who is behind it, from where, on which terminal,
   so that every later message says so;
 * time: an incident takes new pieces while they keep coming and closes
-  after a quiet spell (of the events' own time, so that a file read with
-  --dry-run gives what the live plugin sends).
+  after a quiet spell (of its host's own time, the events', so that a file
+  read with --dry-run gives what the live plugin sends).
 
 When each incident goes out, is edited and closes is the Agenda's
 business (agenda.py); a flood's repeats take the fast lane (lane.py).  The
@@ -68,7 +68,8 @@ class Grouper(FastLane):
     # -- the way in -----------------------------------------------------------
 
     def offer(self, event: Event, verdict: Verdict):
-        self.due(event.timestamp)  # what went quiet before this event takes no part in it
+        node = event.get("node")
+        self.due(node, event.timestamp)  # what went quiet on its host before it takes no part in it
         if not self.grouping:
             incident = self._new("event", event, event.get("serial"))
             incident.anchor = event
@@ -85,7 +86,7 @@ class Grouper(FastLane):
         # actions must not become its children's.
         if incident.kind not in ("auditd", "shell"):
             self._remember_process(event, incident)
-        self.due(self.now)  # a critical incident may be due at once
+        self.due(node, self.now)  # a critical incident may be due at once
 
     # -- sessions -------------------------------------------------------------
 
@@ -534,7 +535,7 @@ class Grouper(FastLane):
         facts = event.facts
         if not facts.unset("ses"):
             incident.session = self.session(node, facts.get("ses"))
-        self._open[key] = incident
+        self._opened(incident)
         return incident
 
     def _anchored(self, node: str, kind: str, anchor: str, event: Event) -> Incident:

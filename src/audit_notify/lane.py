@@ -88,7 +88,8 @@ class FastLane(Agenda):
         counted = Counted((node, event.facts.get("pid")), event, verdict, kind, words, session,
                           self._made, fingerprint, event.timestamp + quiet)
         critical = verdict.severity == CRITICAL
-        self.at(min(counted.until, event.timestamp + CRITICAL_HOLD) if critical else counted.until, counted)
+        self.at(node, min(counted.until, event.timestamp + CRITICAL_HOLD) if critical else counted.until, counted)
+        self.waits(node, event.timestamp, counted)
         self._waiting += 1
         if counted.process[1]:  # without a pid nothing could join it
             self._counted[counted.process] = counted
@@ -122,8 +123,8 @@ class FastLane(Agenda):
         would have closed by now are forgotten; one whose process made
         ``event``, or is its parent, is made the incident it would have
         been, which ``event`` then joins as usual."""
-        order, now = self._counted_order, self.now
-        while order and order[0].until <= now:
+        order, now, nows = self._counted_order, self.now, self._nows
+        while order and order[0].until <= nows.get(order[0].process[0], now):
             gone = order.popleft()
             if self._counted.get(gone.process) is gone:
                 del self._counted[gone.process]
@@ -155,13 +156,19 @@ class FastLane(Agenda):
         self._remember_process(event, incident)
         return incident
 
+    def _decided(self, what: Any) -> bool:
+        if what.__class__ is Counted:
+            return what.state != "waiting"
+        return super()._decided(what)
+
     def pending(self) -> bool:
         return super().pending() or self._waiting > 0
 
     def close_all(self):
         """The end: kept-out actions are decided first, in the order they
         came, then the incidents."""
-        waiting = [what for _when, _tie, what in self._agenda if what.__class__ is Counted]
+        waiting = [what for agenda in self._agendas.values() for _when, _tie, what in agenda
+                   if what.__class__ is Counted]
         for counted in sorted(waiting, key=lambda counted: counted.number):
             self._ring(counted)
         super().close_all()

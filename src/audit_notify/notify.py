@@ -10,21 +10,23 @@ Every event is accounted for once its incident closes: filtered, in an
 incident sent as a message, counted as a repeat, or routine.  A repeat of
 an action already being counted takes the Grouper's fast lane (lane.py):
 counted in where its incident would have been, without becoming one.
-Time here is the events' own (the daemon passes the wall clock when input
-is quiet), so a file read with --dry-run gives what the live plugin sends.
+Time here is the events' own, host by host (the daemon moves a quiet host
+on by the wall clock since its last event, clocks.py), so a file read with
+--dry-run gives what the live plugin sends.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from .config import Config
 from .counters import Counters
 from .events import Event
 from .format import format_incident, format_repeat, format_routine, repeat_headline, routine_label
 from .agenda import UPDATE_INTERVAL
+from .clocks import ANY
 from .grouper import Grouper
 from .lane import RepeatCounts
 from .evidence import basename, commands_of_text
@@ -243,18 +245,32 @@ class Notifier:
 
     # -- time -----------------------------------------------------------------
 
-    def due(self, now: float):
-        """What is due by ``now``: incidents, repeat windows, routine."""
-        self.grouper.due(now)
-        for window in self.repeats.due(now):
+    def due(self, node: Optional[str], now: float):
+        """What is due by ``now`` of host ``node``'s own time: its incidents
+        and repeat counts; with ANY, the routine summary, by the time of
+        the host furthest on.  A count or a summary waits for every action
+        that may still join it to be decided first (as a file read at once
+        decides them, agenda.py)."""
+        if node is ANY:
+            for period in self.routine.due(min(now, self.grouper.undecided_since())):
+                self._send(self._routine(period))
+            return
+        self.grouper.due(node, now)
+        for window in self.repeats.due(min(now, self.grouper.undecided_since(node)), node):
             self._send(self._repeat(window))
-        for period in self.routine.due(now):
-            self._send(self._routine(period))
 
-    def next_due(self) -> Optional[float]:
-        times = [t for t in (self.grouper.next_due(), self.repeats.next_due(), self.routine.next_due())
-                 if t is not None]
-        return min(times) if times else None
+    def moments(self) -> Dict[Optional[str], float]:
+        """Each host's next moment, in its own time, at which due() may have
+        something to do (ANY: the routine summary's).  A count or summary
+        waiting for an undecided action has none: that action's is first."""
+        moments: Dict[Optional[str], float] = self.grouper.moments()
+        for node, end in self.repeats.moments().items():
+            if end < moments.get(node, float("inf")) and end <= self.grouper.undecided_since(node):
+                moments[node] = end
+        end = self.routine.next_due()
+        if end is not None and end <= self.grouper.undecided_since():
+            moments[ANY] = end
+        return moments
 
     def pending(self) -> bool:
         return self.grouper.pending() or bool(self.repeats.windows) or self.routine.current is not None

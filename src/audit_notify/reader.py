@@ -252,7 +252,10 @@ class EventReader:
     over late, as the SYSCALL after a LOGIN, once it reads the next
     record).  So EOE lines are picked out of the input as it is fed, and an
     event with its SYSCALL goes out once auparse has read a line past its
-    EOE; a one-record user-space event as soon as auparse hands it over
+    EOE (or hands it over in a later read: auparse holds a whole event back
+    while an older one is still open, as a host whose clock lags the
+    others' has on a central host); a one-record user-space event as soon
+    as auparse hands it over
     (nothing can be added to it), so that it reaches the incidents in order
     with the kernel's events around it.  Input lines that
     are not audit records, which auparse skips without a word, and NUL
@@ -364,8 +367,9 @@ class EventReader:
         in), then those that are too old or too many to keep waiting."""
         eoes, self._eoes = self._eoes, set()
         with_eoe, before = self._with_eoe, self._with_eoe_before
+        last = self._last_eoes
         ready = [k for k, e in self._held.items()
-                 if e.ended or (k in eoes and "SYSCALL" in e.types())
+                 if e.ended or ((k in eoes or (k in with_eoe or k in before) and k not in last) and "SYSCALL" in e.types())
                  or (e.standalone and k != self._reading and k not in with_eoe and k not in before)]
         for key in sorted(ready, key=lambda k: (k[2], int(k[1]) if k[1].isdigit() else 0)):  # in time order
             self._emit(self._held.pop(key))

@@ -12,8 +12,10 @@
   into one summary per ``period`` ("routine: 41 commands by cron, ..."),
   edited in place as it grows.
 
-Both keep their windows in the events' own time, so ``--dry-run`` over a
-file shows what the live plugin sends, and tests need no sleeps.
+Both keep their windows in the events' own time (a repeat count in its
+host's, the routine summary in that of the host furthest on), so
+``--dry-run`` over a file shows what the live plugin sends, and tests
+need no sleeps.
 """
 
 from __future__ import annotations
@@ -123,18 +125,25 @@ class Repeats:
         window.severity = worst(window.severity, severity) if window.folded > 1 else severity
         return window
 
-    def due(self, now: float) -> List[Window]:
-        """The windows over by ``now``: their final ("quiet again") versions."""
+    def due(self, now: float, node: Optional[str] = None) -> List[Window]:
+        """The windows (of host ``node``, or all) over by ``now``, that
+        host's time: their final ("quiet again") versions."""
         out = []
-        for fingerprint in [f for f, w in self.windows.items() if self._end(w) <= now]:
+        for fingerprint in [f for f, w in self.windows.items() if self._end(w) <= now and node in (None, w.node)]:
             out += self._close(fingerprint)
         return out
 
     def _end(self, window: Window) -> float:
         return min(window.seen + self.window, window.start + MAX_WINDOW)
 
-    def next_due(self) -> Optional[float]:
-        return min((self._end(w) for w in self.windows.values()), default=None)
+    def moments(self) -> Dict[str, float]:
+        """Each host's next window end, in its own time."""
+        ends: Dict[str, float] = {}
+        for window in self.windows.values():
+            end = self._end(window)
+            if end < ends.get(window.node, float("inf")):
+                ends[window.node] = end
+        return ends
 
     def close_all(self) -> List[Window]:
         out = []
@@ -179,6 +188,7 @@ class Routine:
         self.period = period
         self.every = every
         self.current: Optional[Period] = None
+        self._closed_until = 0.0  # the end of the last period closed: none starts before it
 
     def add(self, when: float, node: str, label: str, events: int) -> List[Period]:
         """Count one routine incident; returns the periods this closes."""
@@ -186,7 +196,10 @@ class Routine:
         if self.current is not None and when >= self.current.end:
             closed = self.close_all()
         if self.current is None:
-            start = when - when % self.period
+            # A host behind the others (a lagging clock) may still count
+            # into a period they closed: it goes into the next, not into a
+            # second summary of that period under the same key.
+            start = max(when - when % self.period, self._closed_until)
             self.current = Period(key="routine|%.0f" % start, start=start, end=start + self.period,
                                   sent_at=when)
         period = self.current
@@ -218,6 +231,7 @@ class Routine:
         if period is None:
             return []
         period.closed = True
+        self._closed_until = max(self._closed_until, period.end)
         return [period]
 
 
