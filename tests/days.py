@@ -19,6 +19,7 @@ import re
 
 from corpus import DATA, ROOT, events_of, read
 
+from audit_notify.clocks import ANY
 from audit_notify.config import Config
 from audit_notify.counters import Counters
 from audit_notify.notify import Notifier
@@ -82,7 +83,8 @@ class Day:
             self._index(again)
             events = events_of(again, node="vm")
             # The night between: whatever the first day left open is due.
-            notifier.due(events[0].timestamp - 1.0)
+            for node in ("vm", ANY):
+                notifier.due(node, events[0].timestamp - 1.0)
             self._in_second = True
             for event in events:
                 notifier.on_event(event)

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from audit_notify.clocks import ANY
 from audit_notify.answers import (
     ACK,
     MUTE,
@@ -264,7 +265,8 @@ def _feed(notifier, text, now):
 
     for event in events_of(text.encode()):
         notifier.on_event(event)
-    notifier.due(now)
+    for node in ("testhost", ANY):
+        notifier.due(node, now)
 
 
 def test_a_muted_shape_goes_into_the_routine_summary_and_the_first_after_says_so():

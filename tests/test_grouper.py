@@ -139,7 +139,8 @@ def test_a_host_that_goes_quiet_closes_by_its_own_time_moved_on():
     """What a quiet host left open closes once its own time (moved on by
     the daemon, clocks.py) passes the quiet spell; another host's time,
     however far on, does not close it."""
-    write = dict(exe="/usr/bin/vi", a0="ffffff9c", a2=O_WRONLY_CREAT_TRUNC, paths=[("/etc/hosts", "NORMAL")],
+    # (a warning: a critical one would go out CRITICAL_HOLD after it came)
+    write = dict(exe="/usr/bin/vi", a0="ffffff9c", a2=O_WRONLY_CREAT_TRUNC, paths=[("/etc/fstab", "NORMAL")],
                  auid=ALICE, uid="0", pid=2000)
     clock, log = Clock(), Log()
     log.feed(_on("web1", syscall("openat", stamp=clock.stamp(), **write)))

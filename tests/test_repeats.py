@@ -172,7 +172,8 @@ def test_a_quiet_host_closes_a_count_only_once_what_may_still_join_it_is_decided
     live.close_all()
     dry.close_all()
     assert closed_live, "the count closed while the host was quiet"
-    assert closed_live[-1].body.startswith("⚠️ 🔁 2 more times: Watched file opened for writing: /srv/an-flood")
+    assert closed_live[-1].body.startswith("🚨 🔁 2 more times: testhost: Watched file opened for writing: "
+                                           "/etc/cron.d/an-flood")
     assert _last_versions(live_notes) == _last_versions(dry_notes)
     assert live.moments() == {}
 
