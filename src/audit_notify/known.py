@@ -147,6 +147,7 @@ def shape_of(incident) -> Optional[Tuple[str, str]]:
     watcher's own words).  Who, what and from where; never when, which
     file of a kind, or which pid, so that tomorrow's same work matches."""
     from .phrases import actor  # (phrases is above this module in the tower)
+    from .programs import PACKAGE_MANAGERS
 
     kind = incident.kind
     # What it did beyond being what it is: a known login that was denied
@@ -155,7 +156,8 @@ def shape_of(incident) -> Optional[Tuple[str, str]]:
     # what a package manager's run writes (its business, whatever it is).
     did = () if incident.capped or kind == "package" else tuple(sorted({
         piece.why for piece in incident.pieces
-        if piece.severity != "info" and piece.why not in _PLAIN and not piece.why.startswith("rule ")}))
+        if piece.severity != "info" and piece.why not in _PLAIN and not piece.why.startswith("rule ")
+        and os.path.basename(piece.event.facts.get("exe")) not in PACKAGE_MANAGERS}))
     session = incident.session
     where = session.addr if session is not None and session.addr not in ("?", "UNKNOWN") else ""
     service = session.service if session is not None else ""
@@ -167,7 +169,13 @@ def shape_of(incident) -> Optional[Tuple[str, str]]:
         parts = (kind, facts.get("service") or service, who, where) + did
         label = "%s login by %s from %s%s" % (parts[1] or "a", who, where or "here", _also(did))
     elif kind in ("sudo", "su"):
-        parts = (kind, who, facts.get("target", ""), where) + did
+        # What kind of elevation: a root shell, a look at one's rights, or a
+        # command (which command is the person's business; what it did is in
+        # ``did``).
+        invocation = facts.get("invocation", "").split()
+        how = "shell" if facts.get("interactive") else "list" if not facts.get("cmd") and (
+            "-l" in invocation or "--list" in invocation) else "command"
+        parts = (kind, who, _target(facts), where, how) + did
         label = "%s by %s as %s from %s%s" % (facts.get("elevator", kind), who, parts[2] or "?", where or "here",
                                               _also(did))
     elif kind == "package":
@@ -185,6 +193,24 @@ def shape_of(incident) -> Optional[Tuple[str, str]]:
         parts = ("action", who, program, where) + did
         label = "%s by %s from %s%s" % (program or kind, who, where or "here", _also(did))
     return "\x1f".join(parts), label
+
+
+def _target(facts) -> str:
+    """Whom a sudo or su ran as: PAM's session says, else su's command line
+    (su - bob -c id), else root (what both default to)."""
+    if facts.get("target"):
+        return facts["target"]
+    words = facts.get("invocation", "").split()
+    if words and os.path.basename(words[0]) in ("su", "runuser"):
+        takes = False
+        for word in words[1:]:
+            if takes:
+                takes = False
+            elif word in ("-c", "--command", "-s", "--shell", "-g", "--group", "-G"):
+                takes = True
+            elif not word.startswith("-"):
+                return word
+    return "root"
 
 
 # What every action of its kind is (the login's own records, sudo's): no
