@@ -3,7 +3,9 @@ need one precise situation the recorded logs do not hold: x86_64 syscall
 numbers, hex flags, a PATH record per object, an EOE.  Read back with the
 real auparse (corpus.events_of), so a test reads what a host's log holds."""
 
-from corpus import events_of
+import re
+
+from corpus import DATA, events_of
 
 # x86_64 syscall numbers (what arch=c000003e records carry).
 NR = {"openat": 257, "execve": 59, "chmod": 90, "fchmodat": 268, "init_module": 175, "finit_module": 313,
@@ -88,3 +90,59 @@ def event(text):
     """The one event in ``text``."""
     [one] = events_of(text.encode())
     return one
+
+
+_ID = re.compile(r"msg=audit\((\d+)\.(\d{3}):(\d+)\)")
+
+
+def records_of(text, serials):
+    """The lines of ``text`` (a recorded log) whose event is one of
+    ``serials`` (numbers), in the order they are there."""
+    wanted = {str(serial) for serial in serials}
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if _ID.search(line) and _ID.search(line).group(3) in wanted)
+
+
+def another_run(text, seconds=0.0, serials=0, pids=(), pid_offset=0, ses=None):
+    """Records copied as another run of the same action: times moved by
+    ``seconds``, serials by ``serials``, each pid or ppid in ``pids`` moved
+    by ``pid_offset`` (the others, a parent outside the action, kept), and
+    the session ``ses`` = (old, new) renumbered."""
+    def stamp(m):
+        return "msg=audit(%.3f:%d)" % (int(m.group(1)) + int(m.group(2)) / 1000.0 + seconds, int(m.group(3)) + serials)
+
+    def pid(m):
+        return "%s=%d" % (m.group(1), int(m.group(2)) + pid_offset) if m.group(2) in pids else m.group(0)
+    text = re.sub(r"\b(pid|ppid)=(\d+)", pid, _ID.sub(stamp, text))
+    if ses:
+        text = re.sub(r"\bses=%s\b" % ses[0], "ses=%s" % ses[1], text)
+    return text
+
+
+# bob's "ssh host 'uptime; ls -l reports'" on the recorded neo23x0 day: its
+# connection (sshd pid 9450, a child of the listener, pid 8968), its
+# session (74), the command and its children; and the listener's own
+# socket() when it started.
+BOB_SSH = dict(serials=range(308399, 308424), pids=("9450", "9453", "9454", "9455", "9456", "9457", "9458"),
+               ses="74")
+SSHD_LISTENER_SERIAL = 308271
+
+
+def ssh_sessions(count, gap, listener_before=0.5):
+    """``count`` runs of BOB_SSH, ``gap`` seconds apart, each a connection
+    and a session of its own (new pids, serials, ``ses``), as five ``ssh``
+    commands of one user within seconds make; ``listener_before`` seconds
+    before the first, the sshd listener's event (None: without it)."""
+    with open("%s/days/neo23x0.log" % DATA, encoding="utf-8", errors="surrogateescape") as handle:
+        day = handle.read()
+    one = records_of(day, BOB_SSH["serials"])
+    start = float(_ID.search(one).group(1) + "." + _ID.search(one).group(2))
+    text = ""
+    if listener_before is not None:
+        listener = records_of(day, [SSHD_LISTENER_SERIAL])
+        text = another_run(listener, seconds=start - listener_before - float(
+            _ID.search(listener).group(1) + "." + _ID.search(listener).group(2)))
+    for i in range(count):
+        text += another_run(one, seconds=i * gap, serials=1000 * i, pids=BOB_SSH["pids"], pid_offset=100 * i,
+                            ses=(BOB_SSH["ses"], str(int(BOB_SSH["ses"]) + i)))
+    return text

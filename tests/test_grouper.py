@@ -4,8 +4,8 @@ records of one situation as the kernel and PAM write them (records.py),
 with the processes and sessions that decide it; the recorded days
 (test_days.py) check the same on whole real days."""
 
-from corpus import events_of
-from records import O_RDONLY, O_WRONLY_CREAT_TRUNC, UNSET, Clock, syscall, user
+from corpus import events_of, headlines, messages_of
+from records import O_RDONLY, O_WRONLY_CREAT_TRUNC, UNSET, Clock, ssh_sessions, syscall, user
 
 from audit_notify import agenda
 from audit_notify.agenda import CRITICAL_HOLD, UPDATE_INTERVAL
@@ -185,6 +185,43 @@ def test_a_terminal_login_goes_out_at_once_and_is_edited_with_what_is_typed_unti
     versions = [(incident, closed) for _, incident, _, closed in log.handed if incident is login]
     assert len(versions) == 3 and versions[-1][1]  # the first, an edit for what was typed, the end
     assert login.facts["ended"] - login.first >= 3600
+
+
+def test_five_ssh_sessions_of_one_user_within_seconds_are_five_logins():
+    """Sessions of one user from one address are apart unless they share a
+    session (ses), whatever the timing (issue 18).  Real records: bob's
+    ssh host 'uptime; ...' of a recorded day, five times 2 s apart, each a
+    connection (sshd pid) and session of its own.  Every connection is a
+    child of the sshd listener; with an event of the listener's shortly
+    before (its socket() at start), the listener's incident took the first
+    connection as its child and became its login, and each next connection
+    joined it as the listener's child: one "SSH login ... ended after 8 s"
+    labelled with the last session, as the live install showed."""
+    for listener_before in (None, 0.5):
+        heads = headlines(messages_of(ssh_sessions(5, gap=2.0, listener_before=listener_before).encode()))
+        assert heads == ["⚠️ SSH login: bob from 127.0.0.1 (no terminal), ran “bash -c 'uptime; ls -l reports'”, "
+                         "ended after 0 s on vm"] * 5, (listener_before, heads)
+
+
+def test_a_login_takes_no_event_of_another_session_or_connection():
+    """sshd's listener (pid 2999) does something, then forks a connection
+    (3000) whose login it becomes the incident of.  What the listener forks
+    next is another connection; what runs in another session is that
+    session's; only what runs in this session or this connection is the
+    login's."""
+    clock, log = Clock(), Log()
+    sshd = dict(exe="/usr/sbin/sshd", paths=[("/etc/passwd", "NORMAL")], uid="0", auid=UNSET, tty="(none)")
+    text = syscall("openat", pid=2999, ppid=1, stamp=clock.stamp(), **sshd)
+    text += syscall("openat", pid=3000, ppid=2999, stamp=clock.stamp(0.1), **sshd)
+    text += _login(clock, ses="7", pid=3000).replace("terminal=/dev/pts/1", "terminal=ssh")
+    child = dict(exe="/usr/bin/cat", paths=[("/etc/hostname", "NORMAL")], uid=ALICE, auid=ALICE, ppid=3001)
+    text += syscall("openat", pid=3100, ppid=2999, stamp=clock.stamp(0.1), **sshd)  # the next connection
+    text += syscall("openat", ses="8", pid=3050, stamp=clock.stamp(0.1), **child)  # another session's
+    text += syscall("openat", ses="7", pid=3051, stamp=clock.stamp(0.1), **child)  # its own
+    log.feed(text)
+    log.end()
+    [login] = [i for i in log.incidents() if i.kind == "login"]
+    assert login.count == 2 + 6 + 1 and len(log.incidents()) == 3
 
 
 def test_the_end_of_a_login_already_closed_edits_it():

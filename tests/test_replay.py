@@ -18,6 +18,7 @@ import time
 
 import pytest
 from corpus import DATA, read
+from records import ssh_sessions
 from replay import dry_run, first_time, headlines_of, merged, paced, replay, shift_times
 
 from audit_notify.config import load_config
@@ -88,3 +89,17 @@ def test_a_central_host_tells_each_host_as_if_it_were_alone_whatever_its_lag(tmp
     for node in ("web1", "web2"):
         assert [h for h in live if h.endswith(" on " + node)] == [h for h in dry if h.endswith(" on " + node)]
     assert collections.Counter(live) == collections.Counter(dry)
+
+
+@pytest.mark.parametrize("late", [0.0, LATE], ids=["now", "10-min-late"])
+def test_five_ssh_sessions_of_one_user_within_seconds_are_five_messages_live_and_in_the_dry_run(late, tmp_path):
+    """The same user's five ssh commands 2 s apart (real records, each a
+    connection and a session of its own, after an event of the sshd
+    listener that forks them all: records.ssh_sessions)."""
+    raw = ssh_sessions(5, gap=2.0).encode()
+    data = shift_times(raw, int(time.time() - late - first_time(raw)))
+    path = tmp_path / "five.log"
+    path.write_bytes(data)
+    login = "⚠️ SSH login: bob from 127.0.0.1 (no terminal), ran “bash -c 'uptime; ls -l reports'”, ended after 0 s on "
+    assert headlines_of(dry_run(str(path), CONFIG)) == [login + "golden-host"] * 5
+    assert headlines_of(_live(paced(data, late))) == [login + "golden-host"] * 5

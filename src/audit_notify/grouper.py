@@ -238,7 +238,10 @@ class Grouper(FastLane):
     def _login_takes(self, login: Incident, event: Event) -> bool:
         """A login takes its PAM chain, the scripts run at login (motd), and,
         without a terminal, the remote command (ssh host cmd, scp, sftp); an
-        interactive shell's commands are the user's own actions."""
+        interactive shell's commands are the user's own actions.  Never what
+        another login's is: see _another_login()."""
+        if self._another_login(login, event):
+            return False
         if event.get("type") != "SYSCALL" or event.timestamp <= login.facts.get("logged_in", 1e18):
             return True  # PAM and LOGIN records; what runs before the login is done
         if login.session is None or not login.session.terminal:
@@ -246,6 +249,22 @@ class Grouper(FastLane):
         # A terminal session: what runs in it is the person's own doing, apart
         # from the login service's own processes (sshd writing utmp at logout).
         return basename(event.facts.get("exe")) in LOGIN_SERVICES
+
+    @staticmethod
+    def _another_login(login: Incident, event: Event) -> bool:
+        """Whether ``event`` is another login's, whatever the timing: of
+        another session (``ses``), or of a login service's process outside
+        this login's connection (the processes its PAM records came from,
+        and their children) and in no session yet: a new connection, or
+        the listener that forks them (sshd).  Without this, a listener's
+        event shortly before made every connection its child, and five
+        SSH sessions of one user within seconds were one message."""
+        facts = event.facts
+        if not facts.unset("ses"):
+            return login.session is not None and facts.get("ses") != login.session.ses
+        connection = login.facts.get("login_pids")
+        return bool(connection) and facts.get("pid") not in connection and facts.get("ppid") not in connection \
+            and basename(facts.get("exe")) in LOGIN_SERVICES
 
     def _elevated_context(self, event: Event) -> Optional[Incident]:
         """The sudo or su whose command this is, when its parent is not in
@@ -304,6 +323,9 @@ class Grouper(FastLane):
                     return ended
             incident = self._login_of(event)
             self._retried(node, service, event, incident)
+            connection = incident.facts.setdefault("login_pids", set())  # the processes of its PAM records
+            if len(connection) < 16:
+                connection.add(facts.get("pid"))
         incident.facts["service"] = service
         if not facts.unset("ses"):
             session = self._sessions.get((node, facts.get("ses")))
@@ -354,7 +376,7 @@ class Grouper(FastLane):
             if session is not None and session.login is not None and not session.login.closed:
                 return session.login
         own = self._open_process(node, facts.get("pid"))
-        if own is not None and own.kind == "login":
+        if own is not None and own.kind == "login" and not self._another_login(own, event):
             return own
         if own is not None and own.kind in ("event", "command") and not own.emitted:
             own.kind = "login"  # it began with a syscall of the login service's (a socket, a read)
