@@ -14,7 +14,8 @@ import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .facts import Facts, facts_from, kernel_layout
+from .facts import PREFIX, Facts, facts_from, kernel_layout
+from .names import user_field
 
 
 # The original script's field names and meanings, kept so that existing
@@ -36,6 +37,8 @@ _SUMMARY = frozenset(SUMMARY_FIELDS)
 # may leave them out (EventReader.normalize) and read them on demand.
 NORMALIZED = frozenset(("kind", "action", "object_kind", "how", "session", "primary_subject", "secondary_subject",
                         "primary_object", "secondary_object"))
+# The user id fields a SYSCALL record in the kernel's layout holds (Event.who).
+USER_IDS = frozenset(("auid", "uid", "euid"))
 _EVENT_LEVEL_SET_LATER = frozenset(("node", "serial", "records"))
 # The summary fields read one by one from the parser (summary_from_parser),
 # in SUMMARY_FIELDS order, with and without the normalizer: worked out once
@@ -115,6 +118,29 @@ class Event:
         if self._load is not None and (name not in _SUMMARY or (name in NORMALIZED and "kind" not in self._fields)):
             self._read_all()  # not in the summary: only the whole event knows
         return self._fields.get(name, default)
+
+    def who(self, name: str) -> str:
+        """``get(name)`` of a field that says who (auid, uid, euid, acct,
+        id), where a summary can tell without being read again: a user id
+        in a first record that is a SYSCALL in the kernel's layout (its
+        name as auparse gives it: names.py), or a field whose name is
+        nowhere in the event's lines ("").  A routine event is counted
+        with its person's name: a flood of them is not read twice."""
+        if self._load is None or name in self._fields:
+            return self.get(name)
+        lines = self._lines
+        if " %s=" % name not in lines and "'%s=" % name not in lines and "\x1d%s=" % name not in lines:
+            return ""  # (a field's name follows a space, or the quote of msg='...')
+        if name in USER_IDS and self._types and self._types[0] == "SYSCALL":
+            end = lines.find("\n")
+            line = lines[:end] if end >= 0 else lines
+            prefix = PREFIX.match(line)
+            layout = kernel_layout(line)
+            if prefix is not None and layout is not None and layout.start() == prefix.end():
+                value = user_field(line, name, layout.group(name))
+                if value is not None:
+                    return value
+        return self.get(name)
 
     def values(self, name: str) -> List[str]:
         """Every value of a field in the event, for rule matching.  The
