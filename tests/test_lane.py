@@ -106,6 +106,56 @@ def test_a_flood_in_a_session_takes_the_lane_too():
     assert kept_out > 50
 
 
+def _ordinary(clock, runs, every=0.05, first_pid=50000, child=None):
+    """``runs`` execs of ordinary programs by a logged-in user (auid 1000,
+    its login before the log began) under a rule that logs users' commands:
+    routine; ``child(i)``, if it gives a delay, adds an exec by a child of
+    the i-th that long after."""
+    programs = ("/usr/bin/ls", "/usr/bin/cat", "/usr/bin/grep", "/usr/bin/sort")
+    records = []
+    for i in range(runs):
+        exe, pid = programs[i % len(programs)], first_pid + i
+        records.append(syscall("execve", exe=exe, argv=(exe.rsplit("/", 1)[1], "-x"), pid=pid, ppid=first_pid - 1,
+                               auid="1000", ses="7", key="user-commands", stamp=clock.stamp(every)))
+        delay = child(i) if child else None
+        if delay is not None:
+            records.append(syscall("execve", exe="/usr/bin/id", argv=("id",), pid=pid + 50000, ppid=pid, auid="1000",
+                                   ses="7", key="user-commands", stamp=clock.stamp(delay)))
+            clock.now -= delay
+    return "".join(records)
+
+
+def test_a_routine_flood_takes_the_lane_and_is_counted_as_without():
+    notes, accounted, kept_out = _same_with_and_without_the_lane([_ordinary(Clock(), 400)])
+    assert kept_out == 400
+    assert [n.kind for n in notes] == ["routine"] * len(notes) and "400 actions, 400 events" in notes[-1].body
+    assert accounted == [0, 0, 0, 400]
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.9, 2.5])
+def test_a_routine_action_whose_process_goes_on_is_the_incident_it_would_have_been(delay):
+    """A child's exec before the parent's action would have closed makes it
+    an incident after all (two events, one action); after, an action of
+    its own."""
+    notes, accounted, kept_out = _same_with_and_without_the_lane(
+        [_ordinary(Clock(), 200, child=lambda i: delay if i % 50 == 7 else None)])
+    assert kept_out >= 200 - 4 * (delay < 2)
+    assert accounted == [0, 0, 0, 204]
+
+
+def test_routine_whose_clock_goes_back_is_counted_as_without_the_lane():
+    """The same day fed again (its clock back by hours): what was closed
+    at once without the lane is counted at once with it, in the same
+    order, and a login still open is no process's of the new actions."""
+    clock = Clock()
+    first = _ordinary(clock, 100)
+    clock.now -= 7200
+    notes, _accounted, kept_out = _same_with_and_without_the_lane([first, _ordinary(clock, 100, first_pid=60000)])
+    assert kept_out == 200
+    day = os.path.join(DATA, "days", "stig.log")
+    _same_with_and_without_the_lane([read(day), read(day)])
+
+
 def _logs():
     days = os.path.join(DATA, "days")
     ours = [os.path.join(DATA, name) for name in sorted(os.listdir(DATA)) if name.endswith(".log")]
