@@ -14,7 +14,7 @@ import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .facts import PREFIX, Facts, facts_from, kernel_layout
+from .facts import Facts, facts_from, kernel_layout
 from .names import user_field
 
 
@@ -68,7 +68,7 @@ class Event:
     """
 
     __slots__ = ("_fields", "_records", "_types", "_load", "_lines", "timestamp", "ended", "skipped", "facts",
-                 "standalone")
+                 "standalone", "kernel")
 
     def __init__(self, fields: Dict[str, str], records: Optional[List[Tuple[str, Dict[str, str]]]] = None,
                  timestamp: float = 0.0, ended: bool = False, skipped: int = 0,
@@ -84,6 +84,9 @@ class Event:
         self.ended = ended      # its EOE record came: nothing more will
         self.skipped = skipped  # records whose type could not be read
         self.standalone = False  # one record from user space: nothing more will come
+        # A summary whose first record is a SYSCALL in the kernel's layout
+        # from its first field on: its facts hold that record's ids (who()).
+        self.kernel = False
 
     def _read_all(self):
         if self._load is not None:
@@ -131,15 +134,10 @@ class Event:
         lines = self._lines
         if " %s=" % name not in lines and "'%s=" % name not in lines and "\x1d%s=" % name not in lines:
             return ""  # (a field's name follows a space, or the quote of msg='...')
-        if name in USER_IDS and self._types and self._types[0] == "SYSCALL":
-            end = lines.find("\n")
-            line = lines[:end] if end >= 0 else lines
-            prefix = PREFIX.match(line)
-            layout = kernel_layout(line)
-            if prefix is not None and layout is not None and layout.start() == prefix.end():
-                value = user_field(line, name, layout.group(name))
-                if value is not None:
-                    return value
+        if self.kernel and name in USER_IDS:
+            value = user_field(lines, name, self.facts.values[name])
+            if value is not None:
+                return value
         return self.get(name)
 
     def values(self, name: str) -> List[str]:
@@ -481,8 +479,11 @@ def summary_from_parser(au, auparse, default_node: str, lines_of: Optional[Calla
         syscall = _syscall_name(au, layout)
     else:
         syscall = _first_value(au, "syscall") if "SYSCALL" in types else None
-    return Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
-                 load=read_again, lines=text, facts=facts_from(typed, syscall, layout))
+    event = Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
+                  load=read_again, lines=text, facts=facts_from(typed, syscall, layout))
+    # (its first field where the prefix "type=... msg=audit(...): " ends)
+    event.kernel = layout is not None and layout.start() == typed[0][1].find("): ") + 3
+    return event
 
 
 def _from_layout(layout: re.Match, fields: Dict[str, str]):

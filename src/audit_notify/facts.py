@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterable, List, Optional, Tuple
 
-PREFIX = re.compile(r"(?:node=\S* )?type=\S+ msg=audit\([^)]*\): ")
+_PREFIX = re.compile(r"(?:node=\S* )?type=\S+ msg=audit\([^)]*\): ")
 # Fields the kernel writes as hex when they hold a space, a quote or a
 # byte outside printable ASCII (audit_log_n_untrustedstring).
 _MAYBE_HEX = frozenset(("comm", "exe", "acct", "cmd", "cwd", "name", "proctitle", "unit", "grp"))
@@ -48,7 +48,7 @@ def pairs(text: str) -> List[Tuple[str, str]]:
     """The WANTED name=value pairs of one record's text, values unquoted
     and unhexed (the enrichment after 0x1d is not read)."""
     body = text.split("\x1d", 1)[0]
-    prefix = PREFIX.match(body)
+    prefix = _PREFIX.match(body)
     if prefix:
         body = body[prefix.end():]
     found = [(name, raw[1:-1] if raw[:1] == '"' else _value(name, raw) if name in _MAYBE_HEX else raw)
@@ -155,7 +155,7 @@ def facts_from(records: Iterable[Tuple[str, str]], syscall: Optional[str] = None
             cut = text.find("\x1d")
             if cut < 0:
                 cut = len(text)
-            prefix = PREFIX.match(text, 0, cut)
+            prefix = _PREFIX.match(text, 0, cut)
             command.append(text[prefix.end() if prefix else 0:cut])
             continue
         if rtype in _SKIPPED:
