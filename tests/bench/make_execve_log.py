@@ -14,8 +14,8 @@ The kinds of flood, each a different road through the plugin:
             user (auid 1000) under a rule that logs users' commands: routine,
             each exec an action of its own, counted into the routine summary
             (ordinary.log)
-  users     40 users (uid 1000 and bare uids, each in a login of its own)
-            writing many files under an admin's keyed watch rules (-w DIR -p
+  users     20-odd users (uid 1000 and the system's named accounts, each in
+            a login of its own) writing many files under an admin's keyed watch rules (-w DIR -p
             wa -k dataN): warnings of many shapes, each new shape once, then
             known (known.py) and routine (users.log)
 
@@ -51,9 +51,26 @@ WATCHED_ROOT = "/srv/audit-notify-bench"
 WATCHED_DIRS = 8
 FILES_PER_USER = 40   # per user and directory: many different files
 # The users of the users kind, each in a login of its own: uid 1000 (a
-# host's first user) and bare uids, shown as "unknown(N)" (named test
-# users come and go on a shared machine; a log must not depend on them).
-USER_UIDS = (1000,) + tuple(range(2001, 2040))
+# host's first user) and the accounts every Debian has (base-passwd) or
+# this host adds, by name, so that every uid has one.  (Named test users
+# come and go on a shared machine; a bare uid costs every name lookup,
+# ausearch -i's too, a trip through NSS for each field.)
+USER_NAMES = ("daemon", "bin", "sys", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data", "backup",
+              "list", "irc", "nobody", "_apt", "messagebus", "sshd", "systemd-network", "systemd-timesync",
+              "polkitd", "postgres")
+
+
+def users_of_kind() -> list:
+    import pwd
+    uids = []
+    for name in USER_NAMES:
+        try:
+            uids.append(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            pass
+    return [1000] + uids
+
+
 # The ordinary kind's user and its loop: 14 execs of ordinary programs,
 # pipelines included, per turn.
 ORDINARY_UID = 1000
@@ -134,14 +151,15 @@ def users_flood(_tmp: str, commands: int):
     rules = ["-w %s -p wa -k data%d" % (path, n) for n, path in enumerate(dirs, 1)]
     # Three writes a turn, each by a program of its own (a write of the
     # shell's own would make its children part of its action).
-    turns = max(1, commands // (3 * len(USER_UIDS)))
+    uids = users_of_kind()
+    turns = max(1, commands // (3 * len(uids)))
     script = textwrap.dedent("""\
         i=0; u=$(id -u); while [ $i -lt %d ]; do
           f=%s/data$((i %% %d + 1))/u$u-f$((i %% %d))
           touch "$f"; cp /etc/hostname "$f"; tee -a "$f" </etc/hostname >/dev/null
           i=$((i+1))
         done""") % (turns, WATCHED_ROOT, WATCHED_DIRS, FILES_PER_USER)
-    return rules, [(uid, script) for uid in USER_UIDS], _run_all, None, turns * 3 * len(USER_UIDS)
+    return rules, [(uid, script) for uid in uids], _run_all, None, turns * 3 * len(uids)
 
 
 KINDS = {"tmp": (tmp_flood, "execve"), "ordinary": (ordinary_flood, "ordinary"), "users": (users_flood, "users")}
