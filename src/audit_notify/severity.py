@@ -410,7 +410,24 @@ SYSTEM_PROGRAMS = ("/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/usr/lib/", "/
 def odd_place(path: str) -> str:
     """Where a program should not be: a world-writable scratch place, a
     hidden name (/tmp/.x, ~/.cache/.miner), or a hidden directory that is no
-    install's bin (~/.local/bin, ~/.cargo/bin, ~/.nvm/.../bin are)."""
+    install's bin (~/.local/bin, ~/.cargo/bin, ~/.nvm/.../bin are).  Every
+    exec asks, of the few programs a host runs: each path is looked at once
+    (while the memory of them, MAX_PLACES, lasts)."""
+    where = _ODD_PLACES.get(path)
+    if where is None:
+        where = _odd_place(path)
+        if len(path) < 4096:
+            if len(_ODD_PLACES) >= MAX_PLACES:
+                _ODD_PLACES.clear()
+            _ODD_PLACES[path] = where
+    return where
+
+
+_ODD_PLACES: Dict[str, str] = {}
+MAX_PLACES = 4096
+
+
+def _odd_place(path: str) -> str:
     hidden_name = os.path.basename(path).startswith(".")
     if path.startswith(TEMP_PLACES):
         return "a hidden file in a temporary place" if hidden_name else "a temporary place"
