@@ -269,7 +269,8 @@ def test_a_place_is_the_first_pattern_of_its_table_that_the_path_falls_under():
     # with odd bytes: where the tables' globs and directories begin and end.
     paths = {"", "/", "x", "/etc", "/etc/", "/etc/x", "/home/a/.ssh", "/home/a/.ssh/id_rsa", "/root/.ssh/id_ed25519.pub",
              "/srv/data/file", "/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_rsa_key.pub", "/a\nb/.bashrc",
-             "/var/log/auth.log.1", "/var/log/wtmp", "/var/log/wtmpx", "/var/log/audit", "/tmp/x/../etc/passwd"}
+             "/var/log/auth.log.1", "/var/log/wtmp", "/var/log/wtmpx", "/var/log/audit", "/tmp/x/../etc/passwd",
+             "/etcx/passwd", "/et", "//etc/passwd", "etc/passwd", "/srv/data/u1/f2", "/home"}
     for table in tables:
         for pattern, _ in table:
             plain = pattern.replace("*", "")

@@ -21,7 +21,11 @@ A routine one-event action (info: an ordinary program a rule logs) takes
 the lane too, whatever came before it: at the moment its incident would
 have closed it is counted into the routine summary, as that incident's
 one hand-over would have counted it (``RepeatCounts.routine``), unless
-more of its process came first and made it that incident.
+more of its process came first and made it that incident.  So does a
+warning one (a person writing a watched file): at that moment, if its
+shape is known (known.py) it is counted as routine as well
+(``RepeatCounts.known``); if not, it is made its incident and closed
+there and then, with the message a new shape gets.
 
 So the messages are the same with or without the lane; only the work is
 not.  The Grouper (grouper.py) decides which actions may take it: new ones,
@@ -37,7 +41,7 @@ from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 from .agenda import CRITICAL_HOLD, MAX_OPEN, Agenda
 from .events import Event
 from .incidents import Incident, Piece, Session, fingerprint_of
-from .severity import CRITICAL, INFO, Verdict
+from .severity import CRITICAL, INFO, WARNING, Verdict
 
 
 class RepeatCounts(NamedTuple):
@@ -47,6 +51,7 @@ class RepeatCounts(NamedTuple):
     fold: Callable[[str, float, str], bool]  # (fingerprint, when, severity): count one in, if it still is
     folded: Callable[[Incident], None]       # one counted in got company: it is that incident, a repeat
     routine: Callable[[Incident], None]      # a routine one-event action, closed: counted into the summary
+    known: Optional[Callable[[Incident], bool]] = None  # a warning one, closed: counted as routine if known
 
 
 class Counted:
@@ -54,7 +59,7 @@ class Counted:
     it in, or to make it the incident it would have been."""
 
     __slots__ = ("process", "event", "verdict", "kind", "words", "session", "number", "fingerprint", "until",
-                 "state", "decided_at", "routine")
+                 "state", "decided_at", "routine", "lane")
 
     def __init__(self, process: Tuple[str, str], event: Event, verdict: Verdict, kind: str, words: List[str],
                  session: Optional[Session], number: int, fingerprint: str, until: float, routine: bool = False):
@@ -70,6 +75,7 @@ class Counted:
         self.state = "waiting"   # then "counted", or "incident" (made one after all)
         self.decided_at = 0.0    # when it was counted in
         self.routine = routine   # in a scheduler's session (Incident.routine)
+        self.lane = "repeat"     # or "routine" (info), "known" (a warning whose shape may be known)
 
 
 class FastLane(Agenda):
@@ -88,21 +94,25 @@ class FastLane(Agenda):
     def _keep_out(self, kind: str, event: Event, verdict: Verdict, words: List[str], session: Optional[Session],
                   quiet: float, node: str, routine: bool = False) -> bool:
         """Whether a new one-event action is kept out of the incidents (the
-        caller has made sure it is new): a routine one (info) while the
-        lane holds fewer than MAX_OPEN, or one that repeats an action being
-        counted."""
+        caller has made sure it is new): one that repeats an action being
+        counted; while the lane holds fewer than MAX_OPEN, a routine one
+        (info), or a warning whose shape may be known by its moment."""
+        lane = "repeat"
         if verdict.severity == INFO:
-            if self._waiting >= MAX_OPEN:  # a bound on memory, as the open incidents have
-                return False
-            fingerprint = ""
+            lane, fingerprint = "routine", ""
         else:
             fingerprint = self._fingerprint(kind, event, verdict, words, session, node)
             if not self._repeats.counting(fingerprint, event.timestamp):
-                return False
+                if verdict.severity != WARNING or self._repeats.known is None:
+                    return False
+                lane = "known"
+        if lane != "repeat" and self._waiting >= MAX_OPEN:  # a bound on memory, as the open incidents have
+            return False
         self._made += 1
         self.kept_out += 1
         counted = Counted((node, event.facts.get("pid")), event, verdict, kind, words, session,
                           self._made, fingerprint, event.timestamp + quiet, routine)
+        counted.lane = lane
         critical = verdict.severity == CRITICAL
         self.at(min(counted.until, event.timestamp + CRITICAL_HOLD) if critical else counted.until, counted)
         self._waiting += 1
@@ -129,10 +139,15 @@ class FastLane(Agenda):
         if counted.state != "waiting":
             return None  # an incident already
         event, verdict = counted.event, counted.verdict
-        if verdict.severity == INFO:  # its incident closes now: counted into the routine summary
+        if counted.lane != "repeat":  # its incident closes now: routine, or a known warning counted as such
+            incident = self._as_incident(counted)
+            if counted.lane == "known" and not self._repeats.known(incident):
+                made = self._incident_after_all(counted)  # a new one: its message
+                self._close(made)  # (closing now, where it would have closed)
+                return made
             self._waiting -= 1
             counted.state, counted.decided_at = "counted", self.now
-            self._repeats.routine(self._as_incident(counted))
+            self._repeats.routine(incident)
             return None
         fingerprint = counted.fingerprint if counted.session is None else \
             self._fingerprint(counted.kind, event, verdict, counted.words, counted.session, counted.process[0])
@@ -160,18 +175,18 @@ class FastLane(Agenda):
 
     @staticmethod
     def _as_incident(counted: Counted) -> Incident:
-        """The closed incident a routine kept-out action would have been,
-        as its summary's label reads it (format.routine_label): not made
-        open, not on the agenda, its key unused."""
+        """The closed incident a kept-out action would have been, as its
+        shape (known.shape_of) and its summary's label (format.routine_label)
+        read it: not made open, not on the agenda, its key unused."""
         event = counted.event
         incident = Incident("", counted.kind, counted.process[0], event.timestamp, event.timestamp)
         incident.session = counted.session
         incident.anchor = event
-        incident.count = 1
         incident.closed = True
         incident.routine = counted.routine
         if counted.words:
             incident.facts["command"] = " ".join(counted.words)
+        incident.add(event, counted.verdict, counted.until - event.timestamp)
         return incident
 
     def _incident_after_all(self, counted: Counted) -> Incident:

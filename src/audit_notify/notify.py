@@ -67,7 +67,8 @@ class Notifier:
         self.counters = counters
         self.repeats = Repeats(config.digest_after, config.digest_window)
         # Without the fast lane (tests compare): the same messages, more work.
-        lane = RepeatCounts(self.repeats.counting, self._fold, self._folded, self._routine) if fast_lane else None
+        lane = RepeatCounts(self.repeats.counting, self._fold, self._folded, self._routine, self._known) \
+            if fast_lane else None
         self.grouper = Grouper(self._on_incident, grouping=config.group_events, repeats=lane)
         self.routine = Routine(config.routine_minutes * 60.0)
         self.mentions = config.mention
@@ -198,6 +199,19 @@ class Notifier:
             self._send(format_routine(period))
         incident.accounted = incident.count
         self.counters.routine += incident.count
+
+    def _known(self, incident: Incident) -> bool:
+        """A warning one-event action the Grouper kept out, at the moment
+        its incident would have closed: whether _decide() would find its
+        shape known (and so count it as routine: it is remembered as seen
+        again here).  If not, nothing is asked of the memory: its incident
+        is made, and _decide() learns the shape as usual."""
+        shape = shape_of(incident)
+        if shape is None or not self.known.knows(incident.node, shape[0]):
+            return False
+        self.known.seen(incident.node, shape[0], shape[1], incident.first)
+        incident.novelty = "known"
+        return True
 
     def _send(self, notification: Notification):
         self._accept(notification)

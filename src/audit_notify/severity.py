@@ -23,14 +23,13 @@ of it with severity lines in the rule files (rules.py).
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import evidence
 from .events import Event
 from .keymap import KEY_SEVERITY
+from .places import place
 from .programs import ELEVATORS, argv_of, argv_paths, command_words
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
@@ -282,39 +281,6 @@ _CHANGING = ("open", "creat", "truncate", "ftruncate", "rename", "unlink", "rmdi
              "write", "pwrite", "writev", "sendfile", "copy_file_range", "fallocate")
 # O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND as the kernel writes them (hex).
 _WRITE_FLAGS = 0x1 | 0x2 | 0x40 | 0x200 | 0x400
-
-
-def place(path: str, table: Tuple[Tuple[str, str], ...]) -> Optional[str]:
-    """The class of the first pattern in ``table`` that ``path`` falls
-    under: a glob (fnmatch's, "*" crossing "/"), a directory ("/etc/": the
-    directory and all under it), or the path itself."""
-    found = _matcher(table).match(path)
-    return table[int(found.lastgroup[1:])][1] if found else None
-
-
-# id(table) -> (table, its patterns as one regular expression): a written
-# path is looked up in four tables for every event that writes (fifty
-# fnmatch calls), in one regex search each instead.
-_MATCHERS: Dict[int, Tuple[tuple, "re.Pattern[str]"]] = {}
-
-
-def _matcher(table: Tuple[Tuple[str, str], ...]) -> "re.Pattern[str]":
-    """Each pattern of ``table`` an alternative of its own, in order (the
-    first that matches the whole path wins, as the table is read), named
-    by its place in the table."""
-    entry = _MATCHERS.get(id(table))
-    if entry is None or entry[0] is not table:
-        alternatives = []
-        for i, (pattern, _) in enumerate(table):
-            if pattern.endswith("/"):
-                body = "%s|%s\\Z" % (fnmatch.translate(pattern + "*"), re.escape(pattern[:-1]))
-            else:
-                body = fnmatch.translate(pattern)
-            alternatives.append("(?P<p%d>%s)" % (i, body))
-        if len(_MATCHERS) >= 64:  # (the tables are constants: a few)
-            _MATCHERS.clear()
-        entry = _MATCHERS[id(table)] = (table, re.compile("|".join(alternatives)))
-    return entry[1]
 
 
 def _hex(value: str) -> int:
