@@ -19,29 +19,28 @@ def place(path: str, table: Tuple[Tuple[str, str], ...]) -> Optional[str]:
     """The class of the first pattern in ``table`` that ``path`` falls
     under: a glob (fnmatch's, "*" crossing "/"), a directory ("/etc/": the
     directory and all under it), or the path itself."""
-    buckets, floating = _matcher(table)
+    matcher = _matcher(table)
     cut = path.find("/", 1)
-    found = buckets.get(path[:cut] if cut > 0 else path, floating).match(path)
+    head = path[:cut] if cut > 0 else path
+    if head not in matcher.heads:
+        head = ""
+    expression = matcher.compiled.get(head) or matcher.compile(head)
+    found = expression.match(path)
     return table[int(found.lastgroup[1:])][1] if found else None
 
 
-# id(table) -> (table, its patterns as regular expressions by the first
-# directory of the paths they can match, and one for any other path): a
-# written path is looked up in several tables for every event that writes
-# (fifty fnmatch calls), in one regex match each instead, of the few
-# patterns that could match it.
-_MATCHERS: Dict[int, Tuple[tuple, Dict[str, "re.Pattern[str]"], "re.Pattern[str]"]] = {}
+class _Matcher:
+    """A table's patterns as regular expressions, one per first directory
+    ("/etc") of the patterns that begin with it, with the patterns that
+    begin with a glob; and one of the latter alone for other paths.  Each
+    pattern is an alternative of its own, in the table's order (the first
+    that matches the whole path wins, as the table is read), named by its
+    place in the table.  Each expression is made when first asked for (a
+    host's paths ask for a few)."""
 
-
-def _matcher(table: Tuple[Tuple[str, str], ...]) -> Tuple[Dict[str, "re.Pattern[str]"], "re.Pattern[str]"]:
-    """Each pattern of ``table`` an alternative of its own, in order (the
-    first that matches the whole path wins, as the table is read), named
-    by its place in the table; one expression per first directory ("/etc")
-    of the patterns that begin with it, the patterns that begin with a
-    glob in all of them and in the one for other paths."""
-    entry = _MATCHERS.get(id(table))
-    if entry is None or entry[0] is not table:
-        alternatives = []  # (first directory or "" for any, the alternative)
+    def __init__(self, table: Tuple[Tuple[str, str], ...]):
+        self.table = table
+        self.alternatives = []  # (first directory, or "" for any, the alternative)
         for i, (pattern, _) in enumerate(table):
             if pattern.endswith("/"):
                 body = "%s|%s\\Z" % (fnmatch.translate(pattern + "*"), re.escape(pattern[:-1]))
@@ -52,13 +51,26 @@ def _matcher(table: Tuple[Tuple[str, str], ...]) -> Tuple[Dict[str, "re.Pattern[
             # A pattern without a glob before its first directory's end can
             # only match paths in that directory ("/etc/" matches "/etc" too).
             head = literal[:cut] if cut > 0 else literal.rstrip("/") if literal == pattern else ""
-            alternatives.append((head if head.startswith("/") else "", "(?P<p%d>%s)" % (i, body)))
+            self.alternatives.append((head if head.startswith("/") else "", "(?P<p%d>%s)" % (i, body)))
+        self.heads = frozenset(head for head, _ in self.alternatives if head)
+        self.compiled: Dict[str, "re.Pattern[str]"] = {}
 
-        def joined(head: str) -> "re.Pattern[str]":
-            chosen = [body for first, body in alternatives if first in ("", head)]
-            return re.compile("|".join(chosen) or "(?!)")
-        buckets = {head: joined(head) for head, _ in alternatives if head}
+    def compile(self, head: str) -> "re.Pattern[str]":
+        chosen = [body for first, body in self.alternatives if first in ("", head)]
+        expression = self.compiled[head] = re.compile("|".join(chosen) or "(?!)")
+        return expression
+
+
+# id(table) -> its _Matcher: a written path is looked up in several tables
+# for every event that writes (fifty fnmatch calls), in one regex match
+# each instead, of the few patterns that could match it.
+_MATCHERS: Dict[int, _Matcher] = {}
+
+
+def _matcher(table: Tuple[Tuple[str, str], ...]) -> _Matcher:
+    matcher = _MATCHERS.get(id(table))
+    if matcher is None or matcher.table is not table:
         if len(_MATCHERS) >= 64:  # (the tables are constants: a few)
             _MATCHERS.clear()
-        entry = _MATCHERS[id(table)] = (table, buckets, joined(""))
-    return entry[1], entry[2]
+        matcher = _MATCHERS[id(table)] = _Matcher(table)
+    return matcher
