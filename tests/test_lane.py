@@ -205,6 +205,14 @@ def test_known_warnings_whose_clock_goes_back_are_counted_as_without_the_lane():
     assert kept_out == 400 and accounted[1] == 12
 
 
+def test_routine_and_known_warnings_waiting_when_grouping_is_turned_off_are_messages_as_without_the_lane():
+    clock = Clock()
+    first, second = _ordinary(clock, 30) + _writes(clock, 30), _ordinary(clock, 5, first_pid=80000)
+    notes, _accounted, kept_out = _same_with_and_without_the_lane([first, replace(Config(), group_events=False),
+                                                                   second])
+    assert kept_out == 60 and len([n for n in notes if n.kind == "incident"]) > 12
+
+
 def _logs():
     days = os.path.join(DATA, "days")
     ours = [os.path.join(DATA, name) for name in sorted(os.listdir(DATA)) if name.endswith(".log")]

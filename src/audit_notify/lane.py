@@ -50,8 +50,8 @@ class RepeatCounts(NamedTuple):
     counting: Callable[[str, float], bool]   # (fingerprint, when): is that action's count climbing?
     fold: Callable[[str, float, str], bool]  # (fingerprint, when, severity): count one in, if it still is
     folded: Callable[[Incident], None]       # one counted in got company: it is that incident, a repeat
-    routine: Callable[[Incident], None]      # a routine one-event action, closed: counted into the summary
-    known: Optional[Callable[[Incident], bool]] = None  # a warning one, closed: counted as routine if known
+    routine: Callable[[Incident], bool]      # a routine one-event action, closed: counted into the summary?
+    known: Optional[Callable[[Incident], bool]] = None  # a warning one, closed: is its shape known (routine)?
 
 
 class Counted:
@@ -141,14 +141,13 @@ class FastLane(Agenda):
         event, verdict = counted.event, counted.verdict
         if counted.lane != "repeat":  # its incident closes now: routine, or a known warning counted as such
             incident = self._as_incident(counted)
-            if counted.lane == "known" and not self._repeats.known(incident):
-                made = self._incident_after_all(counted)  # a new one: its message
-                self._close(made)  # (closing now, where it would have closed)
-                return made
-            self._waiting -= 1
-            counted.state, counted.decided_at = "counted", self.now
-            self._repeats.routine(incident)
-            return None
+            if (counted.lane == "routine" or self._repeats.known(incident)) and self._repeats.routine(incident):
+                self._waiting -= 1
+                counted.state, counted.decided_at = "counted", self.now
+                return None
+            made = self._incident_after_all(counted)  # a new shape (its message), or grouping turned off
+            self._close(made)  # (closing now, where it would have closed)
+            return made
         fingerprint = counted.fingerprint if counted.session is None else \
             self._fingerprint(counted.kind, event, verdict, counted.words, counted.session, counted.process[0])
         if self._repeats.fold(fingerprint, event.timestamp, verdict.severity):

@@ -190,15 +190,19 @@ class Notifier:
         incident.counted_as = (incident.fingerprint(), len(incident.pieces))
         self.counters.digested -= 1
 
-    def _routine(self, incident: Incident):
+    def _routine(self, incident: Incident) -> bool:
         """A routine one-event action the Grouper kept out of the incidents,
         at the moment its incident would have closed: counted into the
-        routine summary as _on_incident() and _decide() would count it."""
+        routine summary as _on_incident() and _decide() would count it;
+        False if they would not (grouping turned off meanwhile: a SIGHUP)."""
+        if not self.grouper.grouping:
+            return False
         incident.fate = "routine"
         for period in self.routine.add(incident.last, incident.node, routine_label(incident), incident.count):
             self._send(format_routine(period))
         incident.accounted = incident.count
         self.counters.routine += incident.count
+        return True
 
     def _known(self, incident: Incident) -> bool:
         """A warning one-event action the Grouper kept out, at the moment
@@ -206,6 +210,8 @@ class Notifier:
         shape known (and so count it as routine: it is remembered as seen
         again here).  If not, nothing is asked of the memory: its incident
         is made, and _decide() learns the shape as usual."""
+        if not self.grouper.grouping:
+            return False
         shape = shape_of(incident)
         if shape is None or not self.known.knows(incident.node, shape[0]):
             return False
