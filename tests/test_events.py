@@ -7,6 +7,7 @@ import re
 
 import pytest
 from corpus import DATA, all_corpus_files, corpus, events_of, read
+from records import UNSET, syscall, user
 
 from audit_notify.counters import Counters
 from audit_notify.severity import classify
@@ -56,7 +57,7 @@ def test_summaries_read_whole_later_equal_events_read_at_once():
     event's.  Enriched streams keep auditd's names, not this host's."""
     files = all_corpus_files() + [os.path.join(DATA, name) for name in sorted(os.listdir(DATA))
                                    if name.endswith(".log")]
-    events = summaries = enriched_summaries = 0
+    events = summaries = enriched_summaries = syscalls = named = 0
     for path in files:
         data = read(path)
         counters = Counters()
@@ -69,13 +70,64 @@ def test_summaries_read_whole_later_equal_events_read_at_once():
                 summary = {name: event.get(name, None) for name in SUMMARY_FIELDS}
                 summaries += not event.whole
                 enriched_summaries += not event.whole and _enriched(data)
+                syscalls += not event.whole and event.types()[:1] == ["SYSCALL"]
+                who = {name: event.who(name) for name in WHO}  # (before the rest is read)
+                named += not event.whole and event.types()[:1] == ["SYSCALL"]
                 events += 1
                 assert _as_read_at_once(event) == expected, (path, event.get("serial"))
                 assert summary == {name: event.get(name, None) for name in SUMMARY_FIELDS}, path
+                assert who == {name: event.get(name) for name in WHO}, (path, event.get("serial"))
         assert "could not read an event's records again" not in counters.problems, path
     # Most events do start as summaries, in enriched streams too.
     assert summaries > 0.9 * events, (summaries, events)
     assert enriched_summaries > 100, enriched_summaries
+    # Those that start with a SYSCALL record (a flood's execs and writes)
+    # say who without being read again, nearly all.
+    assert named > 0.9 * syscalls > 500, (named, syscalls)
+
+
+WHO = ("auid", "uid", "euid", "acct", "id")
+
+
+def _who_as_read(text, enriched=""):
+    """Each WHO field of the event in ``text`` from its summary, whether
+    the summary stayed one, and the same fields read at once."""
+    if enriched:
+        text = text.replace("\n", "\x1d" + enriched + "\n", 1)
+    [summary] = events_of(text.encode())
+    [whole] = events_of(text.encode(), lazy=False)
+    who = {name: summary.who(name) for name in WHO}
+    return who, not summary.whole, {name: whole.get(name) for name in WHO}
+
+
+@pytest.mark.parametrize("auid, uid", [("1000", "0"), ("0", "2999999"), ("4294967294", "2147483648"),
+                                       (UNSET, "3000000000"), ("007", "65534")])
+def test_a_summary_says_who_as_auparse_would_without_being_read_again(auid, uid):
+    """The ids of an event's first record, a SYSCALL in the kernel's
+    layout, are named from its text: this host's names ("root", a passwd
+    name, "unknown(N)" as a C int, "unset"), or in an enriched record the
+    recording host's, as auparse interprets them."""
+    text = syscall("openat", auid=auid, uid=uid, euid="0")
+    who, summary, whole = _who_as_read(text)
+    assert who == whole and summary, (who, whole)
+    who, summary, whole = _who_as_read(text, 'ARCH=x86_64 SYSCALL=openat AUID="zed" UID="unknown(2001)" EUID="root"')
+    assert who == whole and summary, (who, whole)
+    assert (who["auid"], who["uid"]) == ("zed", "unknown(2001)")
+
+
+@pytest.mark.parametrize("enriched", ['ARCH=x86_64 SYSCALL=openat AUID=7A6564 UID="root"',
+                                      'ARCH=x86_64 SYSCALL=openat AUID="unknown-x" UID="a b"',
+                                      'AUID="z\\x" UID="root"'])
+def test_who_an_enrichment_names_oddly_is_read_as_auparse_reads_it(enriched):
+    who, _summary, whole = _who_as_read(syscall("openat", auid="1000", uid="1000"), enriched)
+    assert who == whole
+
+
+def test_who_in_other_records_is_read_whole():
+    for text in (user("USER_LOGIN", "login", acct="bob", uid="1000", auid="1000"),
+                 syscall("openat").replace("type=SYSCALL", "type=SYSCALL msg=audit(1.0:1): auid=5", 0)):
+        who, _summary, whole = _who_as_read(text)
+        assert who == whole
 
 
 def test_the_line_index_finds_each_record_s_line_whatever_order_auparse_claims_them():

@@ -315,3 +315,40 @@ def test_the_deed_is_said_with_its_values_marked_as_untrusted():
     parts = effect(classify(run).why, run)
     assert parts == ("uploaded ", "/tmp/a.tgz", " to ", "198.51.100.1:8000")
     assert [isinstance(part, V) for part in parts] == [False, True, False, True]
+
+
+# -- the place tables ------------------------------------------------------------
+
+def _place_as_read(path, table):
+    """place() as the tables are written: each pattern in turn, fnmatch's glob."""
+    import fnmatch
+    for pattern, label in table:
+        if pattern.endswith("/"):
+            if fnmatch.fnmatchcase(path, pattern + "*") or path + "/" == pattern:
+                return label
+        elif fnmatch.fnmatchcase(path, pattern):
+            return label
+    return None
+
+
+def test_a_place_is_the_first_pattern_of_its_table_that_the_path_falls_under():
+    from audit_notify import evidence, severity
+    tables = [value for module in (severity, evidence) for value in vars(module).values()
+              if isinstance(value, tuple) and value and all(isinstance(entry, tuple) and len(entry) == 2
+                                                            and isinstance(entry[0], str) for entry in value)]
+    assert len(tables) >= 5
+    # Each pattern's own text, cut and lengthened, in other directories,
+    # with odd bytes: where the tables' globs and directories begin and end.
+    paths = {"", "/", "x", "/etc", "/etc/", "/etc/x", "/home/a/.ssh", "/home/a/.ssh/id_rsa", "/root/.ssh/id_ed25519.pub",
+             "/srv/data/file", "/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_rsa_key.pub", "/a\nb/.bashrc",
+             "/var/log/auth.log.1", "/var/log/wtmp", "/var/log/wtmpx", "/var/log/audit", "/tmp/x/../etc/passwd",
+             "/etcx/passwd", "/et", "//etc/passwd", "etc/passwd", "/srv/data/u1/f2", "/home"}
+    for table in tables:
+        for pattern, _ in table:
+            plain = pattern.replace("*", "")
+            for path in (pattern, plain, plain.rstrip("/"), plain + "x", plain + "/x", "/home/u" + plain,
+                         plain[:-1], "x" + plain, pattern.replace("*", "a/b"), plain.upper()):
+                paths.add(path)
+    for table in tables:
+        for path in sorted(paths):
+            assert severity.place(path, table) == _place_as_read(path, table), (path, table[:2])

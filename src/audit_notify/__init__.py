@@ -5,9 +5,11 @@ module per stage::
 
     auditd (format = string) ─ stdin ─┐
     ausearch --raw ... | or FILE ... ─┴─> reader    auparse feed: records -> events
-                                          events    an event's records and fields (facts: raw-text lookups)
+                                          events    an event's records and fields (facts: raw-text lookups;
+                                                    names: ids named as auparse would, from the text)
                                           rules     allow-list / blacklist / severity lines
                                           severity  one event -> critical, warning or info, and why
+                                                    (places: which class of a path table a path is)
                                           grouper   events -> incidents (one human action each; incidents,
                                                     programs: what sshd, sudo, apt... mean; agenda:
                                                     when each goes out, is edited, closes, in its

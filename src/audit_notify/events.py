@@ -15,6 +15,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .facts import Facts, facts_from, kernel_layout
+from .names import user_field
 
 
 # The original script's field names and meanings, kept so that existing
@@ -36,6 +37,8 @@ _SUMMARY = frozenset(SUMMARY_FIELDS)
 # may leave them out (EventReader.normalize) and read them on demand.
 NORMALIZED = frozenset(("kind", "action", "object_kind", "how", "session", "primary_subject", "secondary_subject",
                         "primary_object", "secondary_object"))
+# The user id fields a SYSCALL record in the kernel's layout holds (Event.who).
+USER_IDS = frozenset(("auid", "uid", "euid"))
 _EVENT_LEVEL_SET_LATER = frozenset(("node", "serial", "records"))
 # The summary fields read one by one from the parser (summary_from_parser),
 # in SUMMARY_FIELDS order, with and without the normalizer: worked out once
@@ -65,7 +68,7 @@ class Event:
     """
 
     __slots__ = ("_fields", "_records", "_types", "_load", "_lines", "timestamp", "ended", "skipped", "facts",
-                 "standalone")
+                 "standalone", "kernel")
 
     def __init__(self, fields: Dict[str, str], records: Optional[List[Tuple[str, Dict[str, str]]]] = None,
                  timestamp: float = 0.0, ended: bool = False, skipped: int = 0,
@@ -81,6 +84,9 @@ class Event:
         self.ended = ended      # its EOE record came: nothing more will
         self.skipped = skipped  # records whose type could not be read
         self.standalone = False  # one record from user space: nothing more will come
+        # A summary whose first record is a SYSCALL in the kernel's layout
+        # from its first field on: its facts hold that record's ids (who()).
+        self.kernel = False
 
     def _read_all(self):
         if self._load is not None:
@@ -115,6 +121,24 @@ class Event:
         if self._load is not None and (name not in _SUMMARY or (name in NORMALIZED and "kind" not in self._fields)):
             self._read_all()  # not in the summary: only the whole event knows
         return self._fields.get(name, default)
+
+    def who(self, name: str) -> str:
+        """``get(name)`` of a field that says who (auid, uid, euid, acct,
+        id), where a summary can tell without being read again: a user id
+        in a first record that is a SYSCALL in the kernel's layout (its
+        name as auparse gives it: names.py), or a field whose name is
+        nowhere in the event's lines ("").  A routine event is counted
+        with its person's name: a flood of them is not read twice."""
+        if self._load is None or name in self._fields:
+            return self.get(name)
+        lines = self._lines
+        if " %s=" % name not in lines and "'%s=" % name not in lines and "\x1d%s=" % name not in lines:
+            return ""  # (a field's name follows a space, or the quote of msg='...')
+        if self.kernel and name in USER_IDS:
+            value = user_field(lines, name, self.facts.values[name])
+            if value is not None:
+                return value
+        return self.get(name)
 
     def values(self, name: str) -> List[str]:
         """Every value of a field in the event, for rule matching.  The
@@ -486,8 +510,11 @@ def summary_from_parser(au, auparse, default_node: str, lines_of: Optional[Calla
         syscall = _syscall_name(au, layout)
     else:
         syscall = _first_value(au, "syscall") if "SYSCALL" in types else None
-    return Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
-                 load=read_again, lines=text, facts=facts_from(typed, syscall, layout))
+    event = Event(fields, timestamp=stamp.sec + stamp.milli / 1000.0, ended=ended, types=types,
+                  load=read_again, lines=text, facts=facts_from(typed, syscall, layout))
+    # (its first field where the prefix "type=... msg=audit(...): " ends)
+    event.kernel = layout is not None and layout.start() == typed[0][1].find("): ") + 3
+    return event
 
 
 def _from_layout(layout: re.Match, fields: Dict[str, str]):

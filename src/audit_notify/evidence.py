@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Iterator, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 CRITICAL, WARNING = "critical", "warning"
 
@@ -536,8 +536,26 @@ def _piped_into(simple: Simple, before: List[Simple]) -> Optional[Finding]:
 
 
 def judge_words(words: List[str], actor: str = "") -> Optional[Finding]:
-    """The worst deed of an argv (an exec's), None if nothing matters."""
-    return _worst(judge_simple(simple, pipeline, actor) for simple, pipeline in commands(words))
+    """The worst deed of an argv (an exec's), None if nothing matters.  A
+    flood runs the same few command lines again and again: each is judged
+    once (while the memory of them, MAX_JUDGED, lasts)."""
+    key = (tuple(words), actor)
+    found = _JUDGED.get(key, _UNJUDGED)
+    if found is _UNJUDGED:
+        found = _worst(judge_simple(simple, pipeline, actor) for simple, pipeline in commands(words))
+        if sum(map(len, words)) < MAX_JUDGED_TEXT:
+            if len(_JUDGED) >= MAX_JUDGED:
+                _JUDGED.clear()
+            _JUDGED[key] = found
+    return found
+
+
+# (argv, actor) -> its worst deed (judge_words), for command lines shorter
+# than MAX_JUDGED_TEXT; forgotten all at once when MAX_JUDGED are known.
+_JUDGED: Dict[Tuple[Tuple[str, ...], str], Optional[Finding]] = {}
+_UNJUDGED = Finding("", "", ())
+MAX_JUDGED = 1024
+MAX_JUDGED_TEXT = 4096
 
 
 def judge_text(text: str, actor: str = "") -> Optional[Finding]:

@@ -80,13 +80,14 @@ class Grouper(FastLane):
                 self._company(event)
             self._session_facts(event)
             incident = self._attribute(event, verdict)
-            if incident is None:
-                return  # counted at once as a repeat (the fast lane)
         # A DAEMON record's pid is whoever signalled auditd; a shell's own
-        # actions must not become its children's.
-        if incident.kind not in ("auditd", "shell"):
+        # actions must not become its children's.  (None: the fast lane
+        # kept it out.)
+        if incident is not None and incident.kind not in ("auditd", "shell"):
             self._remember_process(event, incident)
-        self.due(node, self.now)  # a critical incident may be due at once
+        # A critical incident may be due at once; one whose time is past
+        # already (the input's clock went back) closes at once.
+        self.due(node, self.now)
 
     # -- sessions -------------------------------------------------------------
 
@@ -185,11 +186,12 @@ class Grouper(FastLane):
         # An interactive shell: what is typed in it is judged command by command.
         interactive = bool(words) and basename(words[0]) in SHELLS and \
             all(word.startswith("-") for word in words[1:]) and not facts.unset("tty")
-        # A new one-event action: one that repeats an action being counted
-        # may take the fast lane (routine is counted apart, shells are watched).
-        if self._repeats is not None and verdict.severity != INFO and not (routine or interactive) and \
+        # A new one-event action may take the fast lane: a routine one, or
+        # one that repeats an action being counted (but for a scheduler's
+        # session, whose warnings are routine); shells are watched.
+        if self._repeats is not None and not interactive and (verdict.severity == INFO or not routine) and \
                 (node, ppid) not in self._shells and \
-                self._keep_out(kind, event, verdict, words, session, QUIET.get(kind, QUIET_DEFAULT), node):
+                self._keep_out(kind, event, verdict, words, session, QUIET.get(kind, QUIET_DEFAULT), node, routine):
             return None
         incident = self._new(kind, event, pid or event.get("serial"))
         if words:
@@ -221,6 +223,9 @@ class Grouper(FastLane):
             self._procs.move_to_end((event.get("node"), pid))
             while len(self._procs) > MAX_PROCESSES:
                 self._procs.popitem(last=False)
+
+    def _forget_process(self, process: Tuple[str, str]):
+        self._procs.pop(process, None)
 
     def _takes_children(self, parent: Incident, event: Event) -> bool:
         """Whether a child of a process of ``parent`` is part of it."""
@@ -554,6 +559,7 @@ class Grouper(FastLane):
         node = event.get("node")
         key = safe_key(node, kind, anchor, "%.3f" % event.timestamp, str(number))
         incident = Incident(key=key, kind=kind, node=node, first=event.timestamp, last=event.timestamp)
+        incident.number = number
         facts = event.facts
         if not facts.unset("ses"):
             incident.session = self.session(node, facts.get("ses"))

@@ -64,7 +64,7 @@ class Incident:
     __slots__ = ("key", "kind", "node", "first", "last", "severity", "events", "serials", "count", "pieces",
                  "session", "anchor", "facts", "absorbs_until", "held_open", "critical_at", "closed", "emitted",
                  "emitted_at", "changed", "routine", "capped", "fate", "new_text", "accounted", "sent_gist", "pids",
-                 "counted_as", "novelty")
+                 "counted_as", "novelty", "number")
 
     def __init__(self, key: str, kind: str, node: str, first: float, last: float):
         self.key = key
@@ -96,6 +96,7 @@ class Incident:
         self.pids: Set[str] = set()      # the processes the Grouper maps to it (a few, bounded)
         self.counted_as: tuple = ()      # a repeat: the fingerprint it was counted with, and its pieces then
         self.novelty = ""                # a warning's shape: "new" (said so), "known" (routine), or not asked
+        self.number = 0                  # the Grouper's count of actions when it was made (its key's last part)
 
     def add(self, event: Event, verdict: Verdict, quiet: float):
         self.count += 1

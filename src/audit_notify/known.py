@@ -71,6 +71,10 @@ class Known:
         else:
             db.close()
 
+    def knows(self, node: str, shape: str) -> bool:
+        """Whether this shape was seen on this host (nothing remembered)."""
+        return (node, shape) in self._shapes
+
     def seen(self, node: str, shape: str, label: str, when: float) -> bool:
         """Whether this shape was seen on this host before now; it is
         remembered either way."""

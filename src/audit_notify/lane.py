@@ -17,9 +17,20 @@ would have closed):
   counted in already, a repeat that sent nothing), and all goes on as if it
   had been one from the start.
 
+A routine one-event action (info: an ordinary program a rule logs) takes
+the lane too, whatever came before it: at the moment its incident would
+have closed it is counted into the routine summary, as that incident's
+one hand-over would have counted it (``RepeatCounts.routine``), unless
+more of its process came first and made it that incident.  So does a
+warning one (a person writing a watched file): at that moment, if its
+shape is known (known.py) it is counted as routine as well
+(``RepeatCounts.known``); if not, it is made its incident and closed
+there and then, with the message a new shape gets.
+
 So the messages are the same with or without the lane; only the work is
 not.  The Grouper (grouper.py) decides which actions may take it: new ones,
-of no open incident's process, no shell's, not routine.
+of no open incident's process, no shell's; repeats not in a scheduler's
+session.
 """
 
 from __future__ import annotations
@@ -27,10 +38,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
-from .agenda import CRITICAL_HOLD, Agenda
+from .agenda import CRITICAL_HOLD, MAX_OPEN, Agenda
 from .events import Event
 from .incidents import Incident, Piece, Session, fingerprint_of
-from .severity import CRITICAL, Verdict
+from .severity import CRITICAL, INFO, WARNING, Verdict
 
 
 class RepeatCounts(NamedTuple):
@@ -39,6 +50,8 @@ class RepeatCounts(NamedTuple):
     counting: Callable[[str, float], bool]   # (fingerprint, when): is that action's count climbing?
     fold: Callable[[str, float, str], bool]  # (fingerprint, when, severity): count one in, if it still is
     folded: Callable[[Incident], None]       # one counted in got company: it is that incident, a repeat
+    routine: Callable[[Incident], bool]      # a routine one-event action, closed: counted into the summary?
+    known: Optional[Callable[[Incident], bool]] = None  # a warning one, closed: is its shape known (routine)?
 
 
 class Counted:
@@ -46,10 +59,10 @@ class Counted:
     it in, or to make it the incident it would have been."""
 
     __slots__ = ("process", "event", "verdict", "kind", "words", "session", "number", "fingerprint", "until",
-                 "state", "decided_at")
+                 "state", "decided_at", "routine", "lane")
 
     def __init__(self, process: Tuple[str, str], event: Event, verdict: Verdict, kind: str, words: List[str],
-                 session: Optional[Session], number: int, fingerprint: str, until: float):
+                 session: Optional[Session], number: int, fingerprint: str, until: float, routine: bool = False):
         self.process = process   # (node, pid)
         self.event = event
         self.verdict = verdict
@@ -61,11 +74,13 @@ class Counted:
         self.until = until       # when its incident would have closed: nothing joins it after
         self.state = "waiting"   # then "counted", or "incident" (made one after all)
         self.decided_at = 0.0    # when it was counted in
+        self.routine = routine   # in a scheduler's session (Incident.routine)
+        self.lane = "repeat"     # or "routine" (info), "known" (a warning whose shape may be known)
 
 
 class FastLane(Agenda):
     """The lane, between the Agenda (time) and the Grouper (attribution),
-    which provides _new, _join and _remember_process."""
+    which provides _new, _join, _remember_process and _forget_process."""
 
     def __init__(self, emit: Callable[[Incident], None], repeats: Optional[RepeatCounts]):
         super().__init__(emit)
@@ -77,16 +92,27 @@ class FastLane(Agenda):
         self.kept_out = 0  # how many took the lane (bench_stages.py shows it)
 
     def _keep_out(self, kind: str, event: Event, verdict: Verdict, words: List[str], session: Optional[Session],
-                  quiet: float, node: str) -> bool:
-        """Whether a new one-event action repeats one being counted, and is
-        kept out of the incidents (the caller has made sure it is new)."""
-        fingerprint = self._fingerprint(kind, event, verdict, words, session, node)
-        if not self._repeats.counting(fingerprint, event.timestamp):
+                  quiet: float, node: str, routine: bool = False) -> bool:
+        """Whether a new one-event action is kept out of the incidents (the
+        caller has made sure it is new): one that repeats an action being
+        counted; while the lane holds fewer than MAX_OPEN, a routine one
+        (info), or a warning whose shape may be known by its moment."""
+        lane = "repeat"
+        if verdict.severity == INFO:
+            lane, fingerprint = "routine", ""
+        else:
+            fingerprint = self._fingerprint(kind, event, verdict, words, session, node)
+            if not self._repeats.counting(fingerprint, event.timestamp):
+                if verdict.severity != WARNING or self._repeats.known is None:
+                    return False
+                lane = "known"
+        if lane != "repeat" and self._waiting >= MAX_OPEN:  # a bound on memory, as the open incidents have
             return False
         self._made += 1
         self.kept_out += 1
         counted = Counted((node, event.facts.get("pid")), event, verdict, kind, words, session,
-                          self._made, fingerprint, event.timestamp + quiet)
+                          self._made, fingerprint, event.timestamp + quiet, routine)
+        counted.lane = lane
         critical = verdict.severity == CRITICAL
         self.at(node, min(counted.until, event.timestamp + CRITICAL_HOLD) if critical else counted.until, counted)
         self.waits(node, event.timestamp, counted)
@@ -94,6 +120,9 @@ class FastLane(Agenda):
         if counted.process[1]:  # without a pid nothing could join it
             self._counted[counted.process] = counted
             self._counted_order.append(counted)
+            # Its incident would have been its process's, until it closed:
+            # the one its process had before is not its process's any more.
+            self._forget_process(counted.process)
         return True
 
     @staticmethod
@@ -105,18 +134,28 @@ class FastLane(Agenda):
                               {"command": " ".join(words)} if words else {},
                               [Piece(verdict.severity, verdict.why, event)])
 
-    def _ring(self, counted: Any):
-        """A kept-out action's moment: counted in, or an incident after all."""
+    def _ring(self, counted: Any) -> Optional[Incident]:
+        """A kept-out action's moment: counted in, or an incident after all
+        (returned)."""
         if counted.state != "waiting":
-            return  # an incident already
+            return None  # an incident already
         event, verdict = counted.event, counted.verdict
+        if counted.lane != "repeat":  # its incident closes now: routine, or a known warning counted as such
+            incident = self._as_incident(counted)
+            if (counted.lane == "routine" or self._repeats.known(incident)) and self._repeats.routine(incident):
+                self._waiting -= 1
+                counted.state, counted.decided_at = "counted", self.now
+                return None
+            made = self._incident_after_all(counted)  # a new shape (its message), or grouping turned off
+            self._close(made)  # (closing now, where it would have closed)
+            return made
         fingerprint = counted.fingerprint if counted.session is None else \
             self._fingerprint(counted.kind, event, verdict, counted.words, counted.session, counted.process[0])
         if self._repeats.fold(fingerprint, event.timestamp, verdict.severity):
             self._waiting -= 1
             counted.state, counted.decided_at = "counted", self.now
-        else:  # its count closed meanwhile: the incident, due at once
-            self._incident_after_all(counted)
+            return None
+        return self._incident_after_all(counted)  # its count closed meanwhile: the incident, due at once
 
     def _company(self, event: Event):
         """Before ``event`` is attributed: kept-out actions whose incidents
@@ -134,6 +173,22 @@ class FastLane(Agenda):
             if counted is not None and counted.until > now:
                 self._incident_after_all(counted)
 
+    @staticmethod
+    def _as_incident(counted: Counted) -> Incident:
+        """The closed incident a kept-out action would have been, as its
+        shape (known.shape_of) and its summary's label (format.routine_label)
+        read it: not made open, not on the agenda, its key unused."""
+        event = counted.event
+        incident = Incident("", counted.kind, counted.process[0], event.timestamp, event.timestamp)
+        incident.session = counted.session
+        incident.anchor = event
+        incident.closed = True
+        incident.routine = counted.routine
+        if counted.words:
+            incident.facts["command"] = " ".join(counted.words)
+        incident.add(event, counted.verdict, counted.until - event.timestamp)
+        return incident
+
     def _incident_after_all(self, counted: Counted) -> Incident:
         """The incident a kept-out action would have been, made now as it
         was made then (its key's number too) and, if it was counted in, as
@@ -144,6 +199,7 @@ class FastLane(Agenda):
         incident = self._new(counted.kind, event, counted.process[1] or event.get("serial"), counted.number)
         if counted.words:
             incident.facts["command"] = " ".join(counted.words)
+        incident.routine = counted.routine
         if counted.state == "counted":
             incident.emitted, incident.emitted_at = 1, counted.decided_at
         else:
@@ -165,12 +221,18 @@ class FastLane(Agenda):
         return super().pending() or self._waiting > 0
 
     def close_all(self):
-        """The end: kept-out actions are decided first, in the order they
-        came, then the incidents."""
+        """The end: kept-out actions and open incidents are decided in the
+        order they were made, as the incidents alone would be (a routine
+        summary counts in that order, and the input's clock may go back)."""
         waiting = [what for agenda in self._agendas.values() for _when, _tie, what in agenda
-                   if what.__class__ is Counted]
-        for counted in sorted(waiting, key=lambda counted: counted.number):
-            self._ring(counted)
+                   if what.__class__ is Counted and what.state == "waiting"]
+        for what in sorted(waiting + list(self._open.values()), key=lambda what: what.number):
+            if what.__class__ is Counted:
+                made = self._ring(what)
+                if made is not None and self._open.get(made.key) is made:
+                    self._close(made)
+            elif self._open.get(what.key) is what:
+                self._close(what)
         super().close_all()
 
     # -- the Grouper's ---------------------------------------------------------
@@ -182,4 +244,7 @@ class FastLane(Agenda):
         raise NotImplementedError
 
     def _remember_process(self, event: Event, incident: Incident):
+        raise NotImplementedError
+
+    def _forget_process(self, process: Tuple[str, str]):
         raise NotImplementedError

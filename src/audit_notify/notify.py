@@ -87,7 +87,8 @@ class Notifier:
         self.counters = counters
         self.repeats = Repeats(config.digest_after, config.digest_window)
         # Without the fast lane (tests compare): the same messages, more work.
-        lane = RepeatCounts(self.repeats.counting, self._fold, self._folded) if fast_lane else None
+        lane = RepeatCounts(self.repeats.counting, self._fold, self._folded, self._routine, self._known) \
+            if fast_lane else None
         self.grouper = Grouper(self._on_incident, grouping=config.group_events, repeats=lane)
         self.routine = Routine(config.routine_minutes * 60.0)
         self.mentions = config.mention
@@ -239,6 +240,35 @@ class Notifier:
         incident.fate = "repeat"
         incident.counted_as = (incident.fingerprint(), len(incident.pieces))
         self.counters.digested -= 1
+
+    def _routine(self, incident: Incident) -> bool:
+        """A routine one-event action the Grouper kept out of the incidents,
+        at the moment its incident would have closed: counted into the
+        routine summary as _on_incident() and _decide() would count it;
+        False if they would not (grouping turned off meanwhile: a SIGHUP)."""
+        if not self.grouper.grouping:
+            return False
+        incident.fate = "routine"
+        for period in self.routine.add(incident.last, incident.node, routine_label(incident), incident.count):
+            self._send(format_routine(period))
+        incident.accounted = incident.count
+        self.counters.routine += incident.count
+        return True
+
+    def _known(self, incident: Incident) -> bool:
+        """A warning one-event action the Grouper kept out, at the moment
+        its incident would have closed: whether _decide() would find its
+        shape known (and so count it as routine: it is remembered as seen
+        again here).  If not, nothing is asked of the memory: its incident
+        is made, and _decide() learns the shape as usual."""
+        if not self.grouper.grouping:
+            return False
+        shape = shape_of(incident)
+        if shape is None or not self.known.knows(incident.node, shape[0]):
+            return False
+        self.known.seen(incident.node, shape[0], shape[1], incident.first)
+        incident.novelty = "known"
+        return True
 
     def _send(self, notification: Notification):
         self._accept(notification)

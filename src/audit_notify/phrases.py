@@ -20,8 +20,9 @@ UNSET = ("4294967295", "-1", "unset", "")
 
 def _name(event: Event, field: str) -> str:
     """An id field as a name (interpreted: enriched, or this host's
-    passwd), "" when unset."""
-    value = event.get(field)
+    passwd), "" when unset.  Read from an event's summary where it tells
+    (Event.who): a routine event is counted without being read again."""
+    value = event.who(field)
     return "" if value in UNSET or not _known(value) else value
 
 

@@ -23,13 +23,13 @@ of it with severity lines in the rule files (rules.py).
 
 from __future__ import annotations
 
-import fnmatch
 import os
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import evidence
 from .events import Event
 from .keymap import KEY_SEVERITY
+from .places import place
 from .programs import ELEVATORS, argv_of, argv_paths, command_words
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
@@ -283,17 +283,6 @@ _CHANGING = ("open", "creat", "truncate", "ftruncate", "rename", "unlink", "rmdi
 _WRITE_FLAGS = 0x1 | 0x2 | 0x40 | 0x200 | 0x400
 
 
-def place(path: str, table: Tuple[Tuple[str, str], ...]) -> Optional[str]:
-    """The class of the first pattern in ``table`` that ``path`` falls under."""
-    for pattern, label in table:
-        if pattern.endswith("/"):
-            if fnmatch.fnmatchcase(path, pattern + "*") or path + "/" == pattern:
-                return label
-        elif fnmatch.fnmatchcase(path, pattern):
-            return label
-    return None
-
-
 def _hex(value: str) -> int:
     try:
         return int(value, 16)
@@ -387,7 +376,24 @@ SYSTEM_PROGRAMS = ("/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/usr/lib/", "/
 def odd_place(path: str) -> str:
     """Where a program should not be: a world-writable scratch place, a
     hidden name (/tmp/.x, ~/.cache/.miner), or a hidden directory that is no
-    install's bin (~/.local/bin, ~/.cargo/bin, ~/.nvm/.../bin are)."""
+    install's bin (~/.local/bin, ~/.cargo/bin, ~/.nvm/.../bin are).  Every
+    exec asks, of the few programs a host runs: each path is looked at once
+    (while the memory of them, MAX_PLACES, lasts)."""
+    where = _ODD_PLACES.get(path)
+    if where is None:
+        where = _odd_place(path)
+        if len(path) < 4096:
+            if len(_ODD_PLACES) >= MAX_PLACES:
+                _ODD_PLACES.clear()
+            _ODD_PLACES[path] = where
+    return where
+
+
+_ODD_PLACES: Dict[str, str] = {}
+MAX_PLACES = 4096
+
+
+def _odd_place(path: str) -> str:
     hidden_name = os.path.basename(path).startswith(".")
     if path.startswith(TEMP_PLACES):
         return "a hidden file in a temporary place" if hidden_name else "a temporary place"

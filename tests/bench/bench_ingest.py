@@ -3,12 +3,18 @@
 with `ausearch -i` over the same records, in one run (the machine is shared
 and noisy: runs alternate, medians and ratios are reported).
 
-    tests/bench/make_execve_log.py            # once: a real 140,000-record log
-    tests/bench/bench_ingest.py [--runs 7] [--compare REV] [LOG]
+    tests/bench/make_execve_log.py --all      # once: the six bench logs (make_execve_log.py)
+    tests/bench/bench_ingest.py [--runs 7] [--compare REV] [LOG ...]
 
-    # the same in auditd's ENRICHED format (Debian's default)
-    tests/bench/make_execve_log.py --format ENRICHED --out /var/tmp/audit-notify-bench/execve-enriched.log
-    tests/bench/bench_ingest.py /var/tmp/audit-notify-bench/execve-enriched.log
+    # every bench log, this tree and the one before a change, 5 rounds
+    tests/bench/bench_ingest.py --runs 5 --compare de74e3c --all
+
+Each LOG (default: execve.log; --all: every log make_execve_log.py --all
+makes that is there) is measured in rounds: in each round, `ausearch -i`
+and each tree once, one after the other.  For each log and tree it reports
+the median over the rounds of (ausearch -i time / plugin time), each
+round's ratio, how many rounds were at 1 or more, and the peak RSS; and the
+medians of the times.
 
 Each tree is byte-compiled before the runs: they measure ingest, not
 compiling the plugin's source (a host does that once per start).
@@ -16,8 +22,8 @@ compiling the plugin's source (a host does that once per start).
 The pipeline is the plugin's own: auparse feed, the shipped blacklist,
 digests, formatting and the sqlite spool (in a temporary directory), run by
 Plugin.run() on the log's file descriptor; only the Sender is left out.
-"digests off" formats and spools every event (digest_after = 0).  Peak RSS
-is the child process's, from wait4().
+"digests off" (--digests-off) formats and spools every event
+(digest_after = 0).  Peak RSS is the child process's, from wait4().
 """
 
 import argparse
@@ -90,62 +96,99 @@ def measure(argv):
     return took, usage.ru_maxrss / 1024.0, tail[-1] if tail else ""
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("log", nargs="?", default=DEFAULT_LOG)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--compare", metavar="REV", action="append", default=[],
-                        help="also measure this git revision (e.g. the one before a change), in the same run")
-    parser.add_argument("--child", type=int, metavar="DIGEST_AFTER", help=argparse.SUPPRESS)
-    parser.add_argument("--root", default=ROOT, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child is not None:
-        return child(args.log, args.child, args.root)
-    if not os.path.exists(args.log):
-        raise SystemExit("no %s: make it with tests/bench/make_execve_log.py" % args.log)
-    with open(args.log, "rb") as handle:
-        records = sum(1 for line in handle if line.startswith(b"type=") and not line.startswith(b"type=EOE"))
+BENCH_LOGS = ("execve.log", "execve-enriched.log", "ordinary.log", "ordinary-enriched.log", "users.log",
+              "users-enriched.log")
+
+
+def _commands(log: str, compare: list, trees: str, digests_off: bool) -> dict:
+    """What a round runs over ``log``, by name (ausearch -i first)."""
     python = "/usr/bin/python3"
     commands = {
-        "ausearch -i": ["ausearch", "-i", "-if", args.log],
-        "audit-notify": [python, __file__, "--child", "5", args.log],
-        "audit-notify, digests off": [python, __file__, "--child", "0", args.log],
+        "ausearch -i": ["ausearch", "-i", "-if", log],
+        "audit-notify": [python, __file__, "--child", "5", log],
     }
-    trees = tempfile.TemporaryDirectory()
-    for revision in args.compare:
-        root = checkout(revision, tempfile.mkdtemp(dir=trees.name))
-        commands["audit-notify @%s" % revision] = [python, __file__, "--child", "5", "--root", root, args.log]
-    # Each tree's bytecode made first: a run measures ingest, not compiling
-    # the plugin (which a host does once per start, and which a shell with
-    # PYTHONDONTWRITEBYTECODE=1 would make every run pay for anew).
-    for root in [ROOT] + [command[command.index("--root") + 1] for command in commands.values() if "--root" in command]:
-        source = os.path.join(root, "src") if os.path.isdir(os.path.join(root, "src")) else root
-        subprocess.run([python, "-m", "compileall", "-q", source], check=True, stdout=subprocess.DEVNULL)
+    if digests_off:
+        commands["audit-notify, digests off"] = [python, __file__, "--child", "0", log]
+    for revision, root in compare:
+        commands["audit-notify @%s" % revision] = [python, __file__, "--child", "5", "--root", root, log]
+    return commands
+
+
+def bench(log: str, runs: int, compare: list, trees: str, digests_off: bool) -> dict:
+    """Alternating rounds over one log; prints and returns the figures."""
+    with open(log, "rb") as handle:
+        records = sum(1 for line in handle if line.startswith(b"type=") and not line.startswith(b"type=EOE"))
+    commands = _commands(log, compare, trees, digests_off)
     times = {name: [] for name in commands}
     rss = {name: [] for name in commands}
     outputs = {}
-    for _ in range(args.runs):
+    for _ in range(runs):
         for name, command in commands.items():
             took, peak, out = measure(command)
             times[name].append(took)
             rss[name].append(peak)
             outputs[name] = out
     base = statistics.median(times["ausearch -i"])
-    print("log: %s, %d records (EOE not counted), %d runs each, alternating" % (args.log, records, args.runs))
+    print("log: %s, %d records (EOE not counted), %d rounds, alternating" % (log, records, runs))
+    figures = {}
     for name in commands:
         median = statistics.median(times[name])
-        print("%-28s median %6.2f s  %8.0f records/s  speed vs ausearch -i %.2f  peak RSS %5.1f MB"
-              % (name, median, records / median, base / median, max(rss[name])))
-    # Each round's ratio, its runs side by side: how steady the median is.
+        line = "%-28s median %6.2f s  %8.0f records/s  peak RSS %5.1f MB" % (name, median, records / median,
+                                                                          max(rss[name]))
+        if name != "ausearch -i":
+            # Each round's ratio, its runs side by side: how steady it is.
+            ratios = [a / b for a, b in zip(times["ausearch -i"], times[name])]
+            figures[name] = (statistics.median(ratios), min(ratios), max(ratios),
+                             sum(r >= 1 for r in ratios), len(ratios), max(rss[name]))
+            line += "  speed vs ausearch -i: median of rounds %.2f (%.2f to %.2f, %d of %d rounds at 1 or more;" \
+                    " ratio of medians %.2f)" % (figures[name][:5] + (base / median,))
+        print(line)
     for name in commands:
         if name != "ausearch -i":
-            ratios = sorted(a / b for a, b in zip(times["ausearch -i"], times[name]))
-            print("%-28s per round: speed vs ausearch -i %.2f to %.2f (median %.2f), %d of %d rounds at 1 or more"
-                  % (name, ratios[0], ratios[-1], statistics.median(ratios), sum(r >= 1 for r in ratios),
-                     len(ratios)))
-    for name in commands:
-        if name != "ausearch -i":
-            print("%s: %s" % (name, outputs[name]))
+            print("  %s: %s" % (name, outputs[name]))
+    print("  rounds (s): " + "; ".join("%s %s" % (name, " ".join("%.2f" % t for t in times[name]))
+                                       for name in commands))
+    return figures
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("logs", nargs="*", metavar="LOG")
+    parser.add_argument("--all", action="store_true", help="every bench log in --dir (make_execve_log.py --all)")
+    parser.add_argument("--dir", default=os.path.dirname(DEFAULT_LOG))
+    parser.add_argument("--runs", type=int, default=7, help="rounds per log")
+    parser.add_argument("--compare", metavar="REV", action="append", default=[],
+                        help="also measure this git revision (e.g. the one before a change), in the same run")
+    parser.add_argument("--digests-off", action="store_true", help="also run with digest_after = 0")
+    parser.add_argument("--child", type=int, metavar="DIGEST_AFTER", help=argparse.SUPPRESS)
+    parser.add_argument("--root", default=ROOT, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        return child(args.logs[0] if args.logs else DEFAULT_LOG, args.child, args.root)
+    logs = list(args.logs)
+    if args.all:
+        logs += [os.path.join(args.dir, name) for name in BENCH_LOGS if os.path.exists(os.path.join(args.dir, name))]
+    logs = logs or [DEFAULT_LOG]
+    for log in logs:
+        if not os.path.exists(log):
+            raise SystemExit("no %s: make it with tests/bench/make_execve_log.py" % log)
+    python = "/usr/bin/python3"
+    trees = tempfile.TemporaryDirectory()
+    compare = [(revision, checkout(revision, tempfile.mkdtemp(dir=trees.name))) for revision in args.compare]
+    # Each tree's bytecode made first: a run measures ingest, not compiling
+    # the plugin (which a host does once per start, and which a shell with
+    # PYTHONDONTWRITEBYTECODE=1 would make every run pay for anew).
+    for root in [ROOT] + [root for _revision, root in compare]:
+        source = os.path.join(root, "src") if os.path.isdir(os.path.join(root, "src")) else root
+        subprocess.run([python, "-m", "compileall", "-q", source], check=True, stdout=subprocess.DEVNULL)
+    summary = []
+    for log in logs:
+        figures = bench(log, args.runs, compare, trees.name, args.digests_off)
+        summary += [(os.path.basename(log), name, figure) for name, figure in figures.items()]
+        print()
+    print("%-24s %-28s %7s %13s %8s %9s" % ("log", "tree", "median", "rounds", ">= 1", "peak RSS"))
+    for log, name, (median, low, high, ones, rounds, peak) in summary:
+        print("%-24s %-28s %6.2fx %5.2f-%5.2fx %4d of %d %6.1f MB" % (log, name, median, low, high, ones, rounds, peak))
     trees.cleanup()
     return 0
 
