@@ -87,7 +87,7 @@ class Notifier:
         self.counters = counters
         self.repeats = Repeats(config.digest_after, config.digest_window)
         # Without the fast lane (tests compare): the same messages, more work.
-        lane = RepeatCounts(self.repeats.counting, self._fold, self._folded, self._routine, self._known) \
+        lane = RepeatCounts(self.repeats.counting, self._fold, self._folded, self._count_routine, self._known) \
             if fast_lane else None
         self.grouper = Grouper(self._on_incident, grouping=config.group_events, repeats=lane)
         self.routine = Routine(config.routine_minutes * 60.0)
@@ -241,7 +241,7 @@ class Notifier:
         incident.counted_as = (incident.fingerprint(), len(incident.pieces))
         self.counters.digested -= 1
 
-    def _routine(self, incident: Incident) -> bool:
+    def _count_routine(self, incident: Incident) -> bool:
         """A routine one-event action the Grouper kept out of the incidents,
         at the moment its incident would have closed: counted into the
         routine summary as _on_incident() and _decide() would count it;
@@ -250,7 +250,7 @@ class Notifier:
             return False
         incident.fate = "routine"
         for period in self.routine.add(incident.last, incident.node, routine_label(incident), incident.count):
-            self._send(format_routine(period))
+            self._send(self._routine(period))
         incident.accounted = incident.count
         self.counters.routine += incident.count
         return True
