@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from corpus import corpus, read
+from records import O_WRONLY_CREAT_TRUNC, syscall
 from rig import SCRIPT, WAIT, Rig
 
 USER = "an-notify-test"
@@ -47,6 +47,12 @@ def _status(pid):
         return dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
 
 
+# A one-event action that goes out at once: critical.  (A routine one waits
+# for its hour's summary, in its host's own time: clocks.py.)
+SUDOERS_WRITE = syscall("openat", exe="/usr/bin/vi", a0="ffffff9c", a2=O_WRONLY_CREAT_TRUNC,
+                        paths=[("/etc/sudoers", "NORMAL")], uid="0", auid="1000").encode()
+
+
 def test_runs_as_the_user_without_capabilities_and_so_does_matrix_commander(account, base):
     rig = Rig(base)
     os.chmod(rig.mc_dir, 0o777)  # the stand-in writes what it got next to itself
@@ -57,7 +63,7 @@ def test_runs_as_the_user_without_capabilities_and_so_does_matrix_commander(acco
     os.chmod(rig.dir / "store" / "bot.db", 0o644)
     plugin = rig.start()
     try:
-        plugin.stdin.write(read(corpus("laurel", "src", "testdata", "record-login.txt")))
+        plugin.stdin.write(SUDOERS_WRITE)
         plugin.stdin.flush()
         rig.wait_for(lambda: len(rig.bodies()) == 1, "the notification")
         status = _status(plugin.pid)
@@ -155,7 +161,7 @@ def test_spool_files_a_root_run_left_become_the_users(account, base):
     rig = Rig(base, "digest_after = 0\n")
     rig.mode("hang")  # the root run's notifications stay spooled
     as_root = rig.start()
-    as_root.stdin.write(read(corpus("laurel", "src", "testdata", "record-login.txt")))
+    as_root.stdin.write(SUDOERS_WRITE)
     as_root.stdin.flush()
     rig.wait_for(lambda: len(rig.calls()) == 1, "the root run's notification in flight")
     as_root.kill()

@@ -34,10 +34,8 @@ from .severity import INFO, RANK, WARNING, Verdict
 # An incident closes once no piece has joined it for this long (seconds of
 # the events' own time); some kinds wait longer (QUIET).
 QUIET_DEFAULT = 2.0
-QUIET = {"login": 5.0, "sudo": 10.0, "su": 10.0, "package": 15.0, "session-command": 10.0,
-         # A mistyped password is followed by the right one within seconds
-         # (sshd's own delay is 2-3 s): held that long to be seen as such.
-         "failed-login": 10.0}
+# (A failed login waits for the right password: sshd's own delay is 2-3 s.)
+QUIET = {"login": 5.0, "sudo": 10.0, "su": 10.0, "package": 15.0, "session-command": 10.0, "failed-login": 10.0}
 # At most this many incidents are open at once, processes and sessions
 # remembered; past it the oldest go (a bound on memory, not a setting).
 MAX_PROCESSES = 50000
@@ -296,9 +294,9 @@ class Grouper(FastLane):
         facts = event.facts
         node, rtype = event.get("node"), event.get("type")
         failed = verdict.why == "login failed"
+        anchor = "%s|%s" % (service, facts.get("addr") if not facts.unset("addr") else facts.get("hostname"))
         if failed:
-            source = facts.get("addr") if not facts.unset("addr") else facts.get("hostname")
-            incident = self._anchored(node, "failed-login", "%s|%s" % (service, source), event)
+            incident = self._anchored(node, "failed-login", anchor, event)
             incident.facts.setdefault("accounts", "")
             account = facts.get("acct") or facts.get("id")
             # sshd's placeholders for a name that is no account here; the
@@ -327,7 +325,7 @@ class Grouper(FastLane):
                 if ended is not None:
                     return ended
             incident = self._login_of(event)
-            self._retried(node, service, event, incident)
+            self._retried(node, anchor, event, incident)
             connection = incident.facts.setdefault("login_pids", set())  # the processes of its PAM records
             if len(connection) < 16:
                 connection.add(facts.get("pid"))
@@ -355,14 +353,11 @@ class Grouper(FastLane):
         self._schedule(incident)  # held open or not, its next moment may have changed
         return joined
 
-    def _retried(self, node: str, service: str, event: Event, login: Incident):
-        """A password mistyped, then the right one in the same connection
-        (sshd's process): the failure is part of the login ("after 1
-        failed try"), not an alarm of its own."""
-        facts = event.facts
-        source = facts.get("addr") if not facts.unset("addr") else facts.get("hostname")
-        failed = self._anchors.get((node, "failed-login", "%s|%s" % (service, source)))
-        if failed is None or failed.closed or failed.emitted or facts.get("pid") not in failed.facts.get(
+    def _retried(self, node: str, anchor: str, event: Event, login: Incident):
+        """A password mistyped, then the right one in the same connection:
+        part of the login ("after 1 failed try"), not an alarm of its own."""
+        failed = self._anchors.get((node, "failed-login", anchor))
+        if failed is None or failed.closed or failed.emitted or event.facts.get("pid") not in failed.facts.get(
                 "connections", ()) or failed.facts.get("retried"):
             return
         failed.facts["retried"] = "1"
