@@ -120,8 +120,12 @@ def _critical_headlines(path):
 
 def _gist(body):
     """A headline without its counts: live, a first version may already
-    hold more than the dry run's first (all 352 rules deleted, not 154)."""
-    return re.sub(r"\d+", "#", body.split("\n")[0])
+    hold more than the dry run's first (all 352 rules deleted, not 154),
+    or be a burst's whole where the dry run's is still growing ("audit
+    rules being deleted (154 so far)"): both read "audit rules deleted #"."""
+    head = re.sub(r"(?i)\b(all )?\d+ audit rules? (deleted|loaded)|\baudit rules being (deleted|loaded) \(\d+ so far\)",
+                  lambda found: "audit rules %s #" % (found.group(2) or found.group(3)), body.split("\n")[0])
+    return re.sub(r"\d+", "#", head)
 
 
 @pytest.mark.skipif(not os.path.exists(DAY), reason="the recorded day is not there")
