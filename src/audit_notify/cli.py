@@ -38,6 +38,15 @@ from .spool import Printer, open_spool, spool_path, spool_status
 log = logging.getLogger("audit-notify")
 
 ADMIN_COMMANDS = ("setup", "uninstall", "build")
+# Every subcommand, as the main --help names them (what each one is for).
+SUBCOMMANDS = (
+    ("setup", "install the plugin, log the bot in, send a test notification"),
+    ("uninstall", "remove the plugins.d entry; --purge: the plugin, its config, state and user"),
+    ("build", "write the one-file plugin that setup installs (build FILE; '-': stdout)"),
+    ("known", "list what the plugin knows as ordinary work, or --forget it"),
+    ("mutes", "list the mutes set from the room, or --clear them"),
+)
+BUILD_USAGE = "usage: audit-notify build FILE   (the one-file plugin setup installs; '-': stdout)\n"
 # How the last-resort handler counts and logs what nothing else caught.
 UNEXPECTED = "unexpected error (a bug: please report it)"
 
@@ -45,9 +54,13 @@ UNEXPECTED = "unexpected error (a bug: please report it)"
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="audit-notify",
+        usage="%(prog)s [options] [FILE ...]\n       %(prog)s {" + ",".join(n for n, _ in SUBCOMMANDS)
+              + "} [--help] ...",
         description="auditd plugin: send audit events as end-to-end-encrypted Matrix notifications.",
-        epilog="Try: ausearch --start today --raw | audit-notify --dry-run.  Install: audit-notify setup --help.  "
-               "Build the one-file plugin: audit-notify build FILE")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="subcommands (each has its own --help):\n"
+               + "".join("  %-10s %s\n" % item for item in SUBCOMMANDS)
+               + "\nTry: ausearch --start today --raw | audit-notify --dry-run")
     parser.add_argument("--config", metavar="FILE", help="config file (default %s)" % DEFAULT_CONFIG)
     parser.add_argument("--dry-run", action="store_true", help="send nothing; print each notification")
     parser.add_argument("--json", action="store_true", help="with --dry-run: one JSON object per line")
@@ -193,6 +206,9 @@ def _report(message: str, context: str = ""):
 def _admin(argv: List[str]) -> int:
     """setup, uninstall, build: modules the plugin's run path never loads."""
     if argv[0] == "build":
+        if len(argv) == 2 and argv[1] in ("-h", "--help"):  # asked for: the usage, and success
+            sys.stdout.write(BUILD_USAGE)
+            return 0
         from . import bundle
 
         return bundle.main(argv)
