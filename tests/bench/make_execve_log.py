@@ -31,6 +31,7 @@ global auditd lock (tests/auditd_env.py) while others hold it.
 
 import argparse
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,6 @@ USER_NAMES = ("daemon", "bin", "sys", "games", "man", "lp", "mail", "news", "uuc
 
 
 def users_of_kind() -> list:
-    import pwd
     uids = []
     for name in USER_NAMES:
         try:
