@@ -283,8 +283,12 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
 
 
 def _answering(config: Config):
-    """The answer path (answering.py) for the plugin: the room read for
-    reactions when someone may answer; re-announcements in any case."""
+    """The answer path (answering.py) for the plugin, when someone may
+    answer (responders, else mention): the room read for reactions, and
+    re-announcements that call them again.  Nobody to answer, nobody to
+    call again: no answer path (--check says so)."""
+    if not who_may_answer(config.responders, config.mention):
+        return None
     try:
         ledger = Ledger(spool_path(config))
     except sqlite3.Error as exc:
