@@ -79,9 +79,9 @@ def test_a_critical_message_lists_the_commands_and_the_events_it_folds():
 
 def test_rules_loaded_and_deleted_in_bulk_are_one_message_each():
     found = headlines(_messages())
-    assert _one(r"⚠️ 9 audit rules loaded by root on vm", found)
+    assert _one(r"⚠️ auditd started: 9 rules loaded on vm", found)  # the start and its rules (lifecycle.py)
     assert _one(r"🚨 All 9 audit rules deleted by root on vm", found)
-    assert _one(r"🚨 auditd stopped: terminate on vm", found)
+    assert _one(r"🚨 auditd stopped by root on vm", found)  # at the end of the file: not started again
 
 
 def test_raw_sample_gives_the_same_messages_with_numeric_ids():

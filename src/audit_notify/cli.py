@@ -157,6 +157,7 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
                     hostname=socket.gethostname(), live=live, kmsg=kmsg, kernel_lost=kernel_lost)
     if plugin.sender is not None:
         plugin.notifier.repeats.restore(sink.state("repeats"))
+        plugin.notifier.lifecycle.restore(sink.state("lifecycle"))  # a stop of auditd's the last run told
         plugin.announce_restart()
     wakeup = install_signals(plugin)
     if args.dry_run:

@@ -29,6 +29,7 @@ from .clocks import ANY
 from .grouper import Grouper
 from .lane import RepeatCounts
 from .incidents import Incident
+from .lifecycle import Lifecycle
 from .message import Notification
 from .repeats import Repeats, Routine, Window
 from .rules import RuleSet
@@ -51,6 +52,7 @@ class Notifier:
         lane = RepeatCounts(self.repeats.counting, self._fold, self._folded) if fast_lane else None
         self.grouper = Grouper(self._on_incident, grouping=config.group_events, repeats=lane)
         self.routine = Routine(config.routine_minutes * 60.0)
+        self.lifecycle = Lifecycle(self._send, counters)  # auditd's own stops, starts and reloads
         self.mentions = config.mention
 
     def configure(self, config: Config, rules: RuleSet):
@@ -68,6 +70,8 @@ class Notifier:
         severity = self.rules.severity(event, verdict.severity) if self.rules.levels else verdict.severity
         if not self.rules.wanted(event, severity):
             self.counters.filtered += 1
+            return
+        if self.lifecycle.offer(event, self.grouper.due):
             return
         if severity != verdict.severity:
             verdict = Verdict(severity, verdict.why)
@@ -177,6 +181,7 @@ class Notifier:
                 self._send(format_routine(period))
             return
         self.grouper.due(node, now)
+        self.lifecycle.due(node, now)
         for window in self.repeats.due(min(now, self.grouper.undecided_since(node)), node):
             self._send(format_repeat(window, self.repeats.window, self.mentions))
 
@@ -185,6 +190,8 @@ class Notifier:
         something to do (ANY: the routine summary's).  A count or summary
         waiting for an undecided action has none: that action's is first."""
         moments: Dict[Optional[str], float] = self.grouper.moments()
+        for node, end in self.lifecycle.moments().items():
+            moments[node] = min(end, moments.get(node, end))
         for node, end in self.repeats.moments().items():
             if end < moments.get(node, float("inf")) and end <= self.grouper.undecided_since(node):
                 moments[node] = end
@@ -194,11 +201,15 @@ class Notifier:
         return moments
 
     def pending(self) -> bool:
-        return self.grouper.pending() or bool(self.repeats.windows) or self.routine.current is not None
+        return self.grouper.pending() or bool(self.repeats.windows) or self.routine.current is not None or \
+            self.lifecycle.pending()
 
-    def close_all(self):
-        """The end (EOF, SIGTERM): everything open goes out in its final form."""
+    def close_all(self, stopping: bool = False):
+        """The end (EOF, SIGTERM): everything open goes out in its final form
+        (but, when auditd stops us, a stop of its own, which the next run
+        goes on with: lifecycle.py)."""
         self.grouper.close_all()
+        self.lifecycle.close_all(stopping)
         for window in self.repeats.close_all():
             self._send(format_repeat(window, self.repeats.window, self.mentions))
         for period in self.routine.close_all():
