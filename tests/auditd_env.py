@@ -608,14 +608,22 @@ class PrivateAuditd:
         self._write_files()
         if self.local_events and self.backlog_limit:
             auditctl("-b", str(self.backlog_limit))
+        self._spawn(first=True)
+        for rule in self.initial_rules:
+            self.add_rule(*rule)
 
+    def _spawn(self, first: bool) -> None:
+        """Start auditd in self.dir (again, for a restart: the syslog sink,
+        the files and the saved kernel settings are the first start's) and
+        wait until it holds the kernel's netlink and has logged its start."""
+        starts_before = self.log_text().count("type=DAEMON_START")
         if self.mode == "nofork":
             argv = [AUDITD, "-n", "-c", str(self.dir)]
         else:
             argv = [AUDITD, "-f", "-c", str(self.dir)]
         binds = []
         if self.private_run:
-            self.run_dir.mkdir(mode=0o755)
+            self.run_dir.mkdir(mode=0o755, exist_ok=not first)
             binds += [str(self.run_dir), "/run"]
         for target, source in self.binds.items():
             binds += [source, target]
@@ -623,15 +631,19 @@ class PrivateAuditd:
             devdir = sock = "-"
             if self.capture_syslog:
                 devdir = self.dir / "dev"
-                devdir.mkdir(mode=0o755)
                 sock = self.dir / "syslog.sock"
-                self._sink = _SyslogSink(sock, self.syslog_file)
-                self._sink.start()
+                if first:
+                    devdir.mkdir(mode=0o755)
+                    self._sink = _SyslogSink(sock, self.syslog_file)
+                    self._sink.start()
             argv = [
                 "unshare", "--mount", "--propagation", "private",
                 "/bin/sh", "-c", _NS_SETUP, "ns-setup",
                 str(devdir), str(sock), *binds, "--", *argv,
             ]
+        for f in (self._stdout, self._stderr):
+            if hasattr(f, "close"):
+                f.close()
         if self.mode == "foreground":
             self._stdout = open(self.log_file, "ab")
             self._stderr = open(self.stderr_file, "ab")
@@ -670,7 +682,7 @@ class PrivateAuditd:
             else:
                 ready = (not self.tcp_listen_port
                          or self.tcp_listen_port in listening_tcp_ports())
-            if ready and "DAEMON_START" in self.log_text():
+            if ready and self.log_text().count("type=DAEMON_START") > starts_before:
                 break
             if time.monotonic() >= deadline:
                 raise AuditdError(
@@ -681,8 +693,19 @@ class PrivateAuditd:
             time.sleep(0.02)
         self.ready_at = time.time()
         self.plugin_pids_seen.update(self.plugin_pids())
-        for rule in self.initial_rules:
-            self.add_rule(*rule)
+
+    def restart(self, rules_file: Optional[Union[str, os.PathLike]] = None) -> None:
+        """What ``service auditd restart`` does under Debian 12's
+        auditd.service: SIGTERM auditd (its plugin gets SIGTERM and EOF),
+        wait for both, start auditd again in the same directory (a new
+        plugin process), then, as its ExecStartPost ``augenrules --load``
+        does, load ``rules_file`` with one ``auditctl -R`` (a file that
+        begins with -D deletes the rules the kernel kept meanwhile)."""
+        self._kernel_only("restart")
+        self._stop_daemon()
+        self._spawn(first=False)
+        if rules_file is not None:
+            auditctl("-R", str(rules_file))
 
     def stop(self) -> Optional[int]:
         """SIGTERM auditd (bounded wait, then SIGKILL), reap its plugin,

@@ -78,7 +78,7 @@ class PacedInput:
     select() that writes each chunk into it once the clock reaches it, or
     lets the clock run on by the timeout the loop asked for."""
 
-    def __init__(self, chunks: Iterable[Tuple[float, bytes]], clock: Clock):
+    def __init__(self, chunks: Iterable[Tuple[float, bytes]], clock: Clock, linger: float = 0.0):
         self.fd, self._write = os.pipe()
         os.set_blocking(self._write, False)
         self._chunks = list(chunks)
@@ -87,11 +87,18 @@ class PacedInput:
         self._in_pipe = 0
         self.clock = clock
         self.waits = 0
+        self._linger = linger  # after the last line, this long of a quiet host before the end
+        self._ends_at = None
 
     def wait(self, fds, timeout):
         self.waits += 1
         if not self._in_pipe and not self._buffer:
             if self._next == len(self._chunks):
+                if self._ends_at is None:
+                    self._ends_at = self.clock.now + self._linger
+                if self.clock.now < self._ends_at:
+                    self.clock.now = min(self._ends_at, self.clock.now + (timeout if timeout is not None else 1e9))
+                    return []
                 self._close()
                 return [self.fd]  # the end: EOF is readable
             at = self._chunks[self._next][0]
@@ -137,12 +144,14 @@ def merged(*hosts: List[Tuple[float, bytes]]) -> List[Tuple[float, bytes]]:
     return sorted((chunk for host in hosts for chunk in host), key=lambda chunk: chunk[0])
 
 
-def replay(chunks: List[Tuple[float, bytes]], config, rules, start: float, hostname: str = "replay-host"):
+def replay(chunks: List[Tuple[float, bytes]], config, rules, start: float, hostname: str = "replay-host",
+           linger: float = 0.0):
     """What the live plugin sends for the ``chunks`` (paced()), each
-    written to its stdin at its time, the clock starting at ``start``:
-    the notifications, as --dry-run --json prints them."""
+    written to its stdin at its time, the clock starting at ``start``,
+    and ``linger`` seconds of quiet after the last before auditd stops
+    the plugin (EOF): the notifications, as --dry-run --json prints them."""
     clock = Clock(start)
-    stdin = PacedInput(chunks, clock)
+    stdin = PacedInput(chunks, clock, linger)
     out = io.StringIO()
     counters = Counters()
     sink = Printer(out, True, counters)

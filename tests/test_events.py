@@ -7,6 +7,7 @@ import re
 
 import pytest
 from corpus import DATA, all_corpus_files, corpus, events_of, read
+import records
 from records import UNSET, syscall, user
 
 from audit_notify.counters import Counters
@@ -264,6 +265,20 @@ def test_events_without_eoe_are_still_emitted():
     data = read(corpus("audit-userspace", "auparse", "test", "test.log"))
     assert b"type=EOE" not in data
     assert len(events_of(data)) == 7
+
+
+def test_in_a_log_without_eoe_a_one_record_event_does_not_overtake_an_older_one():
+    """auditd's own log file has no EOE records: an event of several records
+    waits for newer records to show it is whole, and a one-record event a
+    second newer (a PAM record, auditd's DAEMON_END after the rule reload)
+    waits for it: events come out in time order, as from the stream."""
+    def without_eoe(text):
+        return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("type=EOE"))
+    data = without_eoe(records.syscall("openat", paths=[("/etc/hosts", "NORMAL")], stamp="1700000000.100:10"))
+    data += records.user("USER_AUTH", "PAM:authentication", stamp="1700000001.000:11")
+    data += without_eoe(records.syscall("openat", paths=[("/etc/hosts", "NORMAL")], stamp="1700000003.500:12"))
+    for chunk in (len(data), 64):  # in one read, and in many
+        assert [e.get("serial") for e in events_of(data.encode(), chunk=chunk)] == ["10", "11", "12"]
 
 
 def test_original_fields_are_present_with_the_original_meaning():

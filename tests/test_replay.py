@@ -26,6 +26,7 @@ from audit_notify.rules import load_ruleset
 
 CONFIG = os.path.join(DATA, "golden.conf")  # the shipped blacklist, as the golden files
 LATE = 600.0
+LINGER = 60.0
 # The kinds of message a day's events make, compared kind by kind: the
 # routine summary of an hour that ends during the day goes out when the
 # hour is over live, and with the next routine action in a file read at
@@ -50,9 +51,13 @@ def _day(name, tmp_path, late, node=None):
 
 
 def _live(chunks):
+    """The live plugin's messages; after the last line the host is quiet
+    for a minute before auditd stops the plugin (a day that ends with
+    auditd stopped: the stop's window passes, as it does after a file's
+    end for --dry-run)."""
     config = load_config(CONFIG)
     start = chunks[0][0]  # the clock starts as the first line is handed over
-    return replay(chunks, config, load_ruleset(config), start)
+    return replay(chunks, config, load_ruleset(config), start, linger=LINGER)
 
 
 @pytest.mark.parametrize("late", [0.0, LATE], ids=["now", "10-min-late"])

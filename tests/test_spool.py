@@ -6,12 +6,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from corpus import SRC
 
 from audit_notify.message import Notification
-from audit_notify.spool import Spool, SpoolError, spool_status
+from audit_notify.spool import URGENT, Spool, SpoolError, spool_status
 
 
 class Clock:
@@ -48,6 +49,19 @@ def test_items_come_out_oldest_first_and_leave_only_when_delivered(tmp_path):
     spool.delivered(first)
     assert spool.peek().content["body"] == "n1"
     assert spool.depth()[0] == 2
+
+
+def test_an_urgent_warning_goes_out_with_the_critical_ones(tmp_path):
+    """auditd's own stop (lifecycle.py) is a warning that must leave in the
+    seconds the plugin has once auditd stops it: it ranks with the
+    critical messages, which the sender finishes before it exits."""
+    spool = Spool(str(tmp_path / "s.db"), 10 ** 6, 3600)
+    spool.add(replace(_note("routine"), severity="info"))
+    spool.add(replace(_note("warning"), severity="warning"))
+    spool.add(replace(_note("stopping", priority=URGENT), severity="warning"))
+    spool.commit()
+    first = spool.peek()
+    assert first.content["body"] == "stopping" and first.rank == 0
 
 
 def test_committed_items_survive_sigkill(tmp_path):

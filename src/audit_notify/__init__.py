@@ -17,7 +17,8 @@ module per stage::
                                                     on by the wall clock); lane: a flood's repeats
                                                     counted without becoming incidents)
                                           notify    incidents -> messages: alone, as a repeat, or in the
-                                                    routine summary (repeats)
+                                                    routine summary (repeats); auditd's own stop,
+                                                    start and reload as one (lifecycle)
                                           format    headline + details (phrases: who, where, what it did;
                                                     headlines: one event's; message: safe text;
                                                     masking: no typed password, read with shellwords)

@@ -262,6 +262,7 @@ def _plugin(args: argparse.Namespace, counters: Counters) -> int:
                     mutes=mutes if args.dry_run else None, answering=None if args.dry_run else answering)
     if plugin.sender is not None:
         plugin.notifier.repeats.restore(sink.state("repeats"))
+        plugin.notifier.lifecycle.restore(sink.state("lifecycle"))  # a stop of auditd's the last run told
         plugin.announce_restart()
     wakeup = install_signals(plugin)
     if args.dry_run:

@@ -190,7 +190,8 @@ class Plugin:
         state = None
         if self.sender is not None:
             state = {"counters": json.dumps(self.counters.snapshot()), "repeats": self.notifier.repeats.snapshot(),
-                     "pid": str(os.getpid()), "updated": str(self._wall()), "clean": "0"}
+                     "lifecycle": self.notifier.lifecycle.snapshot(), "pid": str(os.getpid()),
+                     "updated": str(self._wall()), "clean": "0"}
         try:
             self.sink.commit(state)
             if self.answering is not None:
@@ -404,7 +405,9 @@ class Plugin:
         """Emit what auparse and the digests hold, commit, let the sender
         work for its time, log the totals."""
         self.reader.flush()
-        self.notifier.close_all()
+        # Under auditd the end of input is auditd stopping: a stop of its
+        # own that it just told is for the next run to go on with.
+        self.notifier.close_all(stopping=self.live and ending in (EOF, STOPPED))
         self.notifier.known.close()
         self.watcher.due(self._wall())
         self.commit()

@@ -251,7 +251,8 @@ class Notification:
     html: str
     fields: Dict[str, str]
     timestamp: float
-    priority: int = 0    # 1 for what matters: kept first when the spool is full
+    priority: int = 0    # 1 for what matters: kept first when the spool is full; 2 also goes out
+    #                      first, with the critical, even as auditd stops the plugin (auditd's own stop)
     kind: str = "event"  # incident, repeat, routine, or notice: the plugin's own words about itself
     severity: str = ""   # critical, warning, info
     key: str = ""        # for edits

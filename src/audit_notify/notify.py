@@ -36,6 +36,7 @@ from .programs import ELEVATORS
 from .known import Known, shape_of
 from .answers import Mutes, mute_shape
 from .lineage import Lineage
+from .lifecycle import Lifecycle
 from .message import Notification
 from .repeats import Period, Repeats, Routine, Window
 from .rules import RuleSet
@@ -91,6 +92,7 @@ class Notifier:
             if fast_lane else None
         self.grouper = Grouper(self._on_incident, grouping=config.group_events, repeats=lane)
         self.routine = Routine(config.routine_minutes * 60.0)
+        self.lifecycle = Lifecycle(self._send, counters)  # auditd's own stops, starts and reloads
         self.mentions = config.mention
 
     def configure(self, config: Config, rules: RuleSet):
@@ -108,6 +110,8 @@ class Notifier:
         severity = self.rules.severity(event, verdict.severity) if self.rules.levels else verdict.severity
         if not self.rules.wanted(event, severity):
             self.counters.filtered += 1
+            return
+        if self.lifecycle.offer(event, self.grouper.due):
             return
         if severity != verdict.severity:
             verdict = Verdict(severity, verdict.why)
@@ -286,6 +290,7 @@ class Notifier:
                 self._send(self._routine(period))
             return
         self.grouper.due(node, now)
+        self.lifecycle.due(node, now)
         for window in self.repeats.due(min(now, self.grouper.undecided_since(node)), node):
             self._send(self._repeat(window))
 
@@ -294,6 +299,8 @@ class Notifier:
         something to do (ANY: the routine summary's).  A count or summary
         waiting for an undecided action has none: that action's is first."""
         moments: Dict[Optional[str], float] = self.grouper.moments()
+        for node, end in self.lifecycle.moments().items():
+            moments[node] = min(end, moments.get(node, end))
         for node, end in self.repeats.moments().items():
             if end < moments.get(node, float("inf")) and end <= self.grouper.undecided_since(node):
                 moments[node] = end
@@ -303,11 +310,15 @@ class Notifier:
         return moments
 
     def pending(self) -> bool:
-        return self.grouper.pending() or bool(self.repeats.windows) or self.routine.current is not None
+        return self.grouper.pending() or bool(self.repeats.windows) or self.routine.current is not None or \
+            self.lifecycle.pending()
 
-    def close_all(self):
-        """The end (EOF, SIGTERM): everything open goes out in its final form."""
+    def close_all(self, stopping: bool = False):
+        """The end (EOF, SIGTERM): everything open goes out in its final form
+        (but, when auditd stops us, a stop of its own, which the next run
+        goes on with: lifecycle.py)."""
         self.grouper.close_all()
+        self.lifecycle.close_all(stopping)
         for window in self.repeats.close_all():
             self._send(self._repeat(window))
         for period in self.routine.close_all():

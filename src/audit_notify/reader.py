@@ -369,15 +369,33 @@ class EventReader:
         with_eoe, before = self._with_eoe, self._with_eoe_before
         last = self._last_eoes
         ready = [k for k, e in self._held.items()
-                 if e.ended or ((k in eoes or (k in with_eoe or k in before) and k not in last) and "SYSCALL" in e.types())
-                 or (e.standalone and k != self._reading and k not in with_eoe and k not in before)]
-        for key in sorted(ready, key=lambda k: (k[2], int(k[1]) if k[1].isdigit() else 0)):  # in time order
+                 if e.ended or ((k in eoes or (k in with_eoe or k in before) and k not in last) and "SYSCALL" in e.types())]
+        alone = [k for k, e in self._held.items()
+                 if e.standalone and k != self._reading and k not in with_eoe and k not in before and not e.ended]
+        if alone:
+            ready += self._in_order(alone, set(ready))
+        for key in sorted(ready, key=_order):  # in time order
             self._emit(self._held.pop(key))
         for old in list(self._held):  # oldest first: stop at the first still young,
             young = self._held[old].timestamp >= self._newest - self._timeout and len(self._held) <= HOLD_MAX
             if young or old == self._reading:  # or still being read: its next line may come next
                 break
             self._emit(self._held.pop(old))
+
+    def _in_order(self, alone: List[Tuple[str, str, float]], ready: set) -> List[Tuple[str, str, float]]:
+        """Of the one-record events that could go, those that no older event
+        of their host still held overtakes: in a log without EOE records
+        (auditd's own log file) an event of several records waits for newer
+        records to show it is whole, and a DAEMON_END must not come before
+        the rule changes a second older than it."""
+        going = ready.union(alone)
+        waiting: Dict[str, Tuple[float, int]] = {}  # node -> (time, serial) of its oldest event held on
+        for key in self._held:
+            if key not in going:
+                order = _order(key)
+                if order < waiting.get(key[0], _LAST):
+                    waiting[key[0]] = order
+        return [key for key in alone if _order(key) < waiting.get(key[0], _LAST)]
 
     def _emit(self, event: Event):
         if not event.types():
@@ -569,6 +587,14 @@ def _long_line(data: bytes, pos: int, before: int) -> Optional[Tuple[int, int]]:
 # (two-way) that is three times slower on audit text than the one it uses on
 # shorter spans: a read is counted in spans shorter than that.
 _SPAN = 25000
+
+
+_LAST = (float("inf"), 0)
+
+
+def _order(key: Tuple[str, str, float]) -> Tuple[float, int]:
+    """A held event's place in time: (time, serial)."""
+    return key[2], int(key[1]) if key[1].isdigit() else 0
 
 
 def _count_line_starts(data: bytes, needle: bytes, end: int) -> int:

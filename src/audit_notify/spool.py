@@ -62,6 +62,8 @@ SENT_KEPT = 7 * 86400.0
 # in memory up to this many; past it the least important go, counted.
 MAX_UNWRITTEN = 10000
 RANKS = {"critical": 0, "warning": 1}
+# A notification of this priority ranks with the critical ones (message.py).
+URGENT = 2
 
 
 class SpoolError(Exception):
@@ -131,7 +133,8 @@ class Spool:
     def add(self, notification: Notification):
         content = json.dumps(notification.content(), ensure_ascii=False)
         row = (self._clock(), notification.timestamp, notification.priority, content, notification.kind,
-               notification.key, RANKS.get(notification.severity, 2), notification.room)
+               notification.key, 0 if notification.priority >= URGENT else RANKS.get(notification.severity, 2),
+               notification.room)
         if notification.key:
             self._unwritten.pop(notification.key, None)  # the newest version only, at the end
             self._unwritten[notification.key] = row
