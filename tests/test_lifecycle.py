@@ -75,12 +75,12 @@ class Room:
 def test_a_restart_with_its_rules_reloaded_is_one_warning_edited_as_it_completes():
     clock, room = Clock(), Room()
     room.feed(_stop(clock))
-    assert room.heads() == [("warning", "⚠️ auditd stopped by root, waiting for it to start again on testhost")]
+    assert room.heads() == [("warning", "⚠️ testhost: auditd stopped by root, waiting for it to start again")]
     assert room.sent[0].priority == URGENT  # it leaves in the seconds the plugin has (spool.py)
     # 352 rules in the file, 47 of which this kernel refuses (they were not in before either).
     room.feed(_start(clock, 0.4) + _reload(clock, deleted=305, loaded=305, failed=47))
     room.quiet_until(clock.now + RELOAD_QUIET + 0.01)
-    assert room.heads() == [("warning", "⚠️ auditd restarted by root: 352 rules reloaded (47 failed) on testhost")]
+    assert room.heads() == [("warning", "⚠️ testhost: auditd restarted by root: 352 rules reloaded (47 failed)")]
     assert len({n.key for n in room.sent}) == 1 and len(room.sent) == 2  # the stop, then the edit
     assert room.notifier.moments() == {} and not room.notifier.pending()
     assert room.counters.notified == 1 + 1 + 305 + 1 + 305 + 47 and room.counters.incidents == 1
@@ -92,8 +92,8 @@ def test_three_restarts_are_three_warnings():
     for _ in range(3):
         room.feed(_stop(clock, after=10.0) + _start(clock, 0.3) + _reload(clock, 76, 76))
     room.notifier.close_all()
-    assert room.heads() == [("warning", "⚠️ auditd started: 76 rules loaded on testhost")] + \
-        [("warning", "⚠️ auditd restarted by root: 76 rules reloaded on testhost")] * 3
+    assert room.heads() == [("warning", "⚠️ testhost: auditd started: 76 rules loaded")] + \
+        [("warning", "⚠️ testhost: auditd restarted by root: 76 rules reloaded")] * 3
 
 
 def test_a_stop_not_followed_by_a_start_turns_critical_and_a_late_start_edits_it():
@@ -102,23 +102,23 @@ def test_a_stop_not_followed_by_a_start_turns_critical_and_a_late_start_edits_it
     room.quiet_until(clock.now + RESTART_WINDOW - 0.1)
     assert [h[0] for h in room.heads()] == ["warning"]
     room.quiet_until(clock.now + RESTART_WINDOW)
-    assert room.heads() == [("critical", "🚨 auditd stopped by root on testhost")]
+    assert room.heads() == [("critical", "🚨 testhost: auditd stopped by root")]
     assert "not started again within 30 s" in room.messages()[0].body
     assert room.notifier.moments() == {}  # nothing more to do until a start
     room.feed(_start(clock, 300.0) + _reload(clock, 10, 10))
     room.notifier.close_all()
     [(severity, head)] = room.heads()
-    assert severity == "critical" and head == "🚨 auditd restarted by root: 10 rules reloaded on testhost"
+    assert severity == "critical" and head == "🚨 testhost: auditd restarted by root: 10 rules reloaded"
     assert "started again 5 min later" in room.messages()[0].body
 
 
 def test_auditing_reduced_or_off_after_a_restart_is_critical():
-    for reload, head in ((lambda c: _reload(c, 352, 300), "🚨 auditd restarted by root: fewer rules: 352 deleted, 300 "
-                          "loaded on testhost"),
-                         (lambda c: _reload(c, 352, 0), "🚨 auditd restarted by root: fewer rules: 352 deleted, 0 "
-                          "loaded on testhost"),
+    for reload, head in ((lambda c: _reload(c, 352, 300), "🚨 testhost: auditd restarted by root: fewer rules: 352 deleted, "
+                          "300 loaded"),
+                         (lambda c: _reload(c, 352, 0), "🚨 testhost: auditd restarted by root: fewer rules: 352 deleted, "
+                          "0 loaded"),
                          (lambda c: _reload(c, 5, 5) + _change(c, "op=set audit_enabled=0 old=1"),
-                          "🚨 auditd restarted by root: 5 rules reloaded, auditing disabled on testhost")):
+                          "🚨 testhost: auditd restarted by root: 5 rules reloaded, auditing disabled")):
         clock, room = Clock(), Room()
         room.feed(_stop(clock) + _start(clock, 0.3) + reload(clock))
         room.quiet_until(clock.now + RELOAD_QUIET + 0.01)
@@ -131,7 +131,7 @@ def test_auditing_disabled_in_a_restart_is_told_at_once_and_an_abort_is_critical
     assert [h[0] for h in room.heads()] == ["critical"]  # not when the reload is over
     clock, room = Clock(), Room()
     room.feed(_stop(clock, kind="DAEMON_ABORT"))
-    assert room.heads() == [("critical", "🚨 auditd aborted by root on testhost")]
+    assert room.heads() == [("critical", "🚨 testhost: auditd aborted by root")]
 
 
 def test_rules_deleted_outside_a_restart_are_a_persons_and_critical_as_before():
@@ -140,7 +140,7 @@ def test_rules_deleted_outside_a_restart_are_a_persons_and_critical_as_before():
     room.feed(_change(clock, 'op=remove_rule key="r1"', after=60.0))
     room.notifier.close_all()
     [started, deleted] = room.heads()
-    assert started == ("warning", "⚠️ auditd started: 3 rules loaded on testhost")
+    assert started == ("warning", "⚠️ testhost: auditd started: 3 rules loaded")
     assert deleted[0] == "critical" and "deleted" in deleted[1]
 
 
@@ -159,7 +159,7 @@ def test_the_next_run_edits_the_stop_the_last_run_told():
     second.quiet_until(clock.now + RELOAD_QUIET + 0.01)
     [restarted] = second.sent
     assert restarted.key == stopping.key and restarted.severity == "warning"
-    assert restarted.body.startswith("⚠️ auditd restarted by root: 9 rules reloaded on testhost")
+    assert restarted.body.startswith("⚠️ testhost: auditd restarted by root: 9 rules reloaded")
     assert second.counters.incidents == 0 and second.counters.notified == 1 + 9 + 1 + 9
     second.notifier.lifecycle.restore("not json")
     assert second.notifier.lifecycle.episodes == {}
@@ -169,5 +169,5 @@ def test_a_stop_at_the_end_of_a_file_read_by_hand_is_critical():
     clock, room = Clock(), Room()
     room.feed(_stop(clock))
     room.notifier.close_all()
-    assert room.heads() == [("critical", "🚨 auditd stopped by root on testhost")]
+    assert room.heads() == [("critical", "🚨 testhost: auditd stopped by root")]
     assert "not started again before the input ended" in room.messages()[0].body
