@@ -10,28 +10,13 @@ when an event is over, and counts what auparse skips without a word.
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
 import re
-import sys
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from .config import Error
+from .bindings import import_auparse  # noqa: F401 (the readers of a stream import it from here)
 from .counters import Counters
 from .events import Event, Malformed, event_from_parser, read_event_text, summary_from_parser
 
-# Where Debian, Fedora and RHEL put python3-audit when the plugin runs under
-# another interpreter (the original README's PYTHONPATH troubleshooting).
-SYSTEM_SITE_GLOBS = (
-    "/usr/lib/python3/dist-packages",
-    "/usr/lib64/python3*/site-packages",
-    "/usr/lib/python3*/site-packages",
-    "/usr/lib/python3*/dist-packages",
-)
-AUPARSE_PACKAGE_HINT = (
-    "install the system package python3-audit (Debian/Ubuntu: apt-get install "
-    "python3-audit; Fedora/RHEL: dnf install python3-audit)"
-)
 # Bytes read from stdin at a time: one pipe buffer.
 READ_SIZE = 65536
 # Events held back at most, waiting for more of their records.
@@ -56,30 +41,6 @@ _EOE_AFTER_NEWLINE = re.compile(rb"\n(?:node=(\S*) )?type=EOE msg=audit\((\d+)\.
 _RECORD_LINE = re.compile(rb"(?:node=(\S*) )?type=\S+ msg=audit\((\d+)\.(\d+):(\d+)\)")
 _BLANK_LINE = re.compile(rb"\n(?=\n)")
 
-
-def import_auparse(search: Sequence[str] = SYSTEM_SITE_GLOBS):
-    """Import the system's auparse bindings, looking in the system's
-    site-packages when the running interpreter is not the system one."""
-    try:
-        import auparse  # type: ignore
-
-        return auparse
-    except ImportError:
-        pass
-    for pattern in search:
-        for directory in sorted(glob.glob(pattern), reverse=True):
-            if not glob.glob(os.path.join(directory, "auparse*")):
-                continue
-            sys.path.append(directory)
-            try:
-                import auparse  # type: ignore
-
-                return auparse
-            except ImportError:
-                sys.path.remove(directory)
-    raise Error(
-        "cannot import auparse (Python %d.%d): %s" % (sys.version_info[0], sys.version_info[1], AUPARSE_PACKAGE_HINT)
-    )
 
 class LineIndex:
     """The input lines as fed, for reading an event again later.
