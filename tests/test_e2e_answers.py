@@ -17,25 +17,19 @@ import pytest
 from matrix_env import _http_json, matrix_world
 from records import Clock, config_change, syscall
 from rig import SCRIPT, WAIT
+from test_e2e_matrix import Plugin as MatrixPlugin
 
 pytestmark = pytest.mark.matrix
 ALICE = "@alice:localhost"
 
 
-class Plugin:
-    """audit_notify.py on a MatrixWorld's bot and room, fed by a pipe."""
+class Plugin(MatrixPlugin):
+    """audit_notify.py on a MatrixWorld's bot and room (test_e2e_matrix's),
+    with alice to mention and answer, fed by a pipe."""
 
     def __init__(self, world, tmp_path, extra=""):
-        self.dir = tmp_path / "plugin"
-        for sub in ("state", "log"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.config = self.dir / "audit-notify.conf"
-        self.log = self.dir / "log" / "audit-notify.log"
-        self.config.write_text(
-            "matrix_commander = %s\ncredentials = %s\nstore = %s\nroom = %s\nstate_dir = %s\nspool_dir = %s\n"
-            "log_file = %s\nuser = root\ndigest_after = 0\nmax_messages_per_minute = 0\nmention = %s\n%s" % (
-                world.mc_binary, world.creds_path, world.store_dir, world.room_alias, self.dir / "state",
-                self.dir / "spool", self.log, ALICE, extra))
+        super().__init__(world, tmp_path, extra="digest_after = 0\nmax_messages_per_minute = 0\nmention = %s\n%s"
+                         % (ALICE, extra))
         self.process = None
 
     def start(self):
@@ -50,9 +44,6 @@ class Plugin:
     def finish(self):
         self.process.stdin.close()
         assert self.process.wait(timeout=WAIT * 2) == 0
-
-    def log_text(self):
-        return self.log.read_text() if self.log.exists() else ""
 
     def wait_log(self, text, timeout=WAIT):
         end = time.monotonic() + timeout
