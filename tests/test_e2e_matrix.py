@@ -122,7 +122,12 @@ def test_sigkill_mid_stream_loses_nothing_accepted(world, tmp_path):
     bodies = [shown(m) for m in after]
     # Everything accepted arrives: what was delivered before the kill, plus
     # all that was in the spool.  At most the one in flight comes twice.
-    missing = [body for body in left if body not in bodies]
+    # auditd's own stop (lifecycle.py) is the one message the next run
+    # rewrites on purpose (it goes on with the stop it finds in the spool:
+    # critical now, no start came): its later version stands for it.
+    rewritten = [body for body in left if body.startswith("⚠️ vm: auditd stopped by root, waiting")]
+    assert all(any(b.startswith("🚨 vm: auditd stopped by root") for b in bodies) for _ in rewritten), bodies
+    missing = [body for body in left if body not in bodies and body not in rewritten]
     assert missing == [], (len(missing), len(left), len(bodies), missing[:2], bodies[:2])
     assert len(before) + len(after) - len(set(shown(m) for m in before + after)) <= 1
     assert "spooled=0" in plugin.exit_line()
